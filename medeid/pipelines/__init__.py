@@ -1,0 +1,1 @@
+"""medeid: medical-scene data de-identification pipelines on Ray Data."""

@@ -1,0 +1,44 @@
+"""Session-wide infrastructure: one local S3 server and one local Ray instance for the whole run."""
+
+import os
+import uuid
+
+import pytest
+
+from medeid import storage
+from medeid.devstack import LocalS3
+
+# Set before Ray starts, so its workers inherit them.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3 server on 127.0.0.1; the AWS_* variables point at it for the whole session."""
+    saved = dict(os.environ)
+    with LocalS3() as server:
+        os.environ.update(server.env)
+        try:
+            yield server
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+@pytest.fixture
+def bucket(s3, request) -> str:
+    """A fresh bucket per test, as an s3:// URI."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    storage.make_bucket(f"s3://{name}", s3.settings)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3):
+    """A local Ray instance (2 CPUs) that sees the S3 server through the environment."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2,
+             log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

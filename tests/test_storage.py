@@ -1,0 +1,66 @@
+"""Storage: URIs, settings from the environment, real round trips, and clear failures."""
+
+import time
+
+import pytest
+
+from medeid import storage
+from medeid.devstack import free_port
+from medeid.storage import S3Settings, StorageError
+
+
+def test_uris():
+    assert storage.split_s3("s3://bucket/a/b/") == ("bucket", "a/b")
+    assert storage.join("s3://bucket/a/", "/b", "c.png") == "s3://bucket/a/b/c.png"
+    assert storage.relative_key("s3://bucket/a", "s3://bucket/a/b/c.png") == "b/c.png"
+    with pytest.raises(ValueError):
+        storage.split_s3("s3:///key")
+    with pytest.raises(ValueError):
+        storage.relative_key("s3://bucket/a", "s3://bucket/other/c.png")
+
+
+def test_settings_come_from_the_standard_variables_and_hide_credentials():
+    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_DEFAULT_REGION": "eu-west-1",
+           "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "very-secret-value"}
+    settings = S3Settings.from_env(env)
+    assert (settings.endpoint_url, settings.region) == ("http://127.0.0.1:9", "eu-west-1")
+    assert settings.secret_access_key == "very-secret-value"
+    assert "very-secret-value" not in repr(settings) and "AKIDEXAMPLE" not in repr(settings)
+    # A config's endpoint wins over the environment; unset overrides do not.
+    assert S3Settings.from_env(env, endpoint_url="http://10.0.0.1:1", region=None).endpoint_url == "http://10.0.0.1:1"
+    assert S3Settings.from_env({**env, "AWS_ENDPOINT_URL_S3": "http://s3.local:1"}).endpoint_url == "http://s3.local:1"
+
+
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_round_trip(where, bucket, tmp_path):
+    root = f"{bucket}/data" if where == "s3" else str(tmp_path / "data")
+    storage.write_bytes(storage.join(root, "p1/a.bin"), b"alpha")
+    storage.write_bytes(storage.join(root, "p2/b.bin"), b"beta")
+    assert storage.read_bytes(storage.join(root, "p1/a.bin")) == b"alpha"
+    assert storage.list_files(root) == [storage.join(root, "p1/a.bin"), storage.join(root, "p2/b.bin")]
+    assert storage.exists(storage.join(root, "p2/b.bin")) and not storage.exists(storage.join(root, "nope"))
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes(storage.join(root, "nope"))
+    copy = str(tmp_path / "copy") if where == "s3" else f"{bucket}/copy"
+    assert storage.copy_tree(root, copy) == 2
+    assert storage.read_bytes(storage.join(copy, "p2/b.bin")) == b"beta"
+
+
+def test_unreachable_endpoint_fails_fast_naming_it(s3):
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    settings = S3Settings.from_env(s3.env, endpoint_url=dead)
+    started = time.monotonic()
+    with pytest.raises(StorageError) as error:
+        storage.check_reachable("s3://anything/x", settings)
+    assert time.monotonic() - started < 30
+    assert dead in str(error.value)
+    assert s3.env["AWS_SECRET_ACCESS_KEY"] not in str(error.value)
+    with pytest.raises(StorageError, match=dead):
+        storage.read_bytes("s3://anything/x", settings)
+
+
+def test_missing_bucket_and_malformed_endpoint_are_explained(s3):
+    with pytest.raises(StorageError, match=s3.endpoint_url):
+        storage.check_reachable("s3://no-such-bucket-here/x", s3.settings)
+    with pytest.raises(StorageError, match="http://host:port"):
+        storage.filesystem("s3://b/x", S3Settings(endpoint_url="127.0.0.1:9000"))
