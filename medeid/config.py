@@ -39,26 +39,75 @@ class ArchiveConfig:
 
 
 @dataclass(frozen=True)
+class RecognizerConfig:
+    """One face recogniser trained with an ArcFace loss (`jobs/train_identity.py`)."""
+
+    architecture: str = "resnet"  # resnet | mobile
+    width: int = 16  # channels of the first stage
+    seed: int = 0
+    epochs: int = 14
+    batch_size: int = 32  # per worker: 64 a step over two workers; bigger batches need more epochs here
+    lr: float = 0.1  # peak of the one-cycle schedule
+    margin: float = 0.4  # additive angular margin, radians
+    scale: float = 32.0
+    far: float = 1e-3  # false accept rate at which TAR and the match threshold are measured
+    max_shift: int = 6  # augmentation: random shift in pixels
+    eval_every: int = 4  # epochs between held-out verifications (and always at the end)
+    num_workers: int = 2
+    held_out: float = 0.2  # fraction of patients kept out of training for verification
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    # The recogniser the pipeline uses (identity filter, DeID losses) and an independent one,
+    # of another architecture and seed, kept for evaluation only.
+    recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
+    evaluator: RecognizerConfig = field(default_factory=lambda: RecognizerConfig(architecture="mobile", seed=1))
+
+
+@dataclass(frozen=True)
+class MedicalConfig:
+    """The medical model: Enc_med, its heads and the lesion segmenter (`jobs/train_medical.py`)."""
+
+    image_size: int = 128  # the periocular signs need the archive's full resolution
+    widths: tuple[int, ...] = (16, 32, 64, 96)
+    seed: int = 0
+    epochs: int = 10
+    batch_size: int = 32  # per worker
+    lr: float = 3e-3  # peak of the one-cycle schedule (AdamW)
+    mask_weight: float = 1.0  # segmentation loss against the classification losses
+    eval_every: int = 5
+    num_workers: int = 2
+    held_out: float = 0.2
+
+
+@dataclass(frozen=True)
 class Config:
     preset: str = "demo"
     storage: StorageConfig = field(default_factory=StorageConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    medical: MedicalConfig = field(default_factory=MedicalConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def _build(cls, values: dict[str, Any], where: str):
-    hints = get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+def _merge(current, values: dict[str, Any], where: str):
+    """`current` (a config dataclass) with `values` applied; nested sections merge the same way,
+    so a partial section keeps the defaults it leaves out."""
+    hints = get_type_hints(type(current))
+    known = {f.name for f in dataclasses.fields(current)}
     unknown = set(values) - known
     if unknown:
         raise ValueError(f"unknown keys in {where}: {sorted(unknown)}; known: {sorted(known)}")
-    kwargs = {}
+    changes = {}
     for name, value in values.items():
-        kind = hints[name]
-        kwargs[name] = _build(kind, value or {}, f"{where}.{name}") if dataclasses.is_dataclass(kind) else value
-    return cls(**kwargs)
+        if dataclasses.is_dataclass(hints[name]):
+            changes[name] = _merge(getattr(current, name), value or {}, f"{where}.{name}")
+        else:
+            changes[name] = value
+    return dataclasses.replace(current, **changes)
 
 
 def load_config(preset_or_path: str = "demo", overrides: dict[str, Any] | None = None) -> Config:
@@ -78,4 +127,4 @@ def load_config(preset_or_path: str = "demo", overrides: dict[str, Any] | None =
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    return _build(Config, values, str(path))
+    return _merge(Config(), values, str(path))

@@ -36,4 +36,27 @@ ARCHIVE_PHOTO = pa.schema([
     _field("patient_index", pa.int64(), "synthetic world: the patient's index in the cohort", nullable=True),
 ])
 
-ALL = {"archive_photo": ARCHIVE_PHOTO}
+# ArcFace's embedding size, which both of medeid's recogniser architectures share.
+IDENTITY_DIM = 512
+
+# One row per real patient photo in the identity index: the faces no synthetic image may resemble.
+# The embedding is a fixed-size list, not a list: all rows have one length, so Arrow stores the
+# values back to back with no offsets, the column turns into an (N, 512) matrix without a copy,
+# and a vector of the wrong length fails when written, not when compared. float16 halves a
+# million-row index to 1 GiB and moves a cosine by at most ~5e-4.
+IDENTITY_INDEX = pa.schema([
+    _field("photo_key", pa.string(), "image file, relative to the archive root"),
+    _field("patient_id", pa.string(), "the real patient the face belongs to"),
+    _field("embedding", pa.list_(pa.float16(), IDENTITY_DIM), "L2-normalised identity embedding"),
+    _field("model", pa.string(), "the recogniser: its ONNX file's sha256"),
+])
+
+# One row per input a job set aside instead of writing: the reason says why, the stage where.
+QUARANTINED_PHOTO = pa.schema([
+    _field("photo_key", pa.string(), "image file, relative to the archive root"),
+    _field("patient_id", pa.string(), "patient id from the archive metadata", nullable=True),
+    _field("stage", pa.string(), "the stage that set the photo aside"),
+    _field("reason", pa.string(), "why, in words a person can act on"),
+])
+
+ALL = {"archive_photo": ARCHIVE_PHOTO, "identity_index": IDENTITY_INDEX, "quarantined_photo": QUARANTINED_PHOTO}

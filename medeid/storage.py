@@ -8,6 +8,8 @@ credentials never appear in a repr, a log line or an error message.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -212,3 +214,32 @@ def make_bucket(uri: str, settings: S3Settings | None = None) -> None:
         existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
         if bucket not in existing:
             client.create_bucket(Bucket=bucket)
+
+
+def node_cache_dir() -> Path:
+    """Where models fetched from S3 are kept on this node (MEDEID_CACHE, else ~/.cache/medeid)."""
+    return Path(os.environ.get("MEDEID_CACHE", Path.home() / ".cache" / "medeid"))
+
+
+def local_copy(uri: str, settings: S3Settings | None = None) -> Path:
+    """A local folder holding the files under `uri`: the folder itself, or a node-local copy.
+
+    The copy is made once per node: processes on the node wait on a file lock, and a marker
+    written last tells a finished copy from an interrupted one.
+    """
+    if not is_s3(uri):
+        path = Path(uri).expanduser().resolve()
+        if not path.is_dir():
+            raise FileNotFoundError(f"no such folder: {path}")
+        return path
+    target = node_cache_dir() / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
+    done = target / ".medeid-complete"
+    target.mkdir(parents=True, exist_ok=True)
+    with open(target.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            if not list_files(uri, settings):
+                raise FileNotFoundError(f"nothing under {uri} at {(settings or S3Settings.from_env()).where}")
+            copy_tree(uri, str(target), settings)
+            done.write_text(uri)
+    return target

@@ -1,0 +1,1 @@
+"""Metrics and reports: verification rates, classification and segmentation scores."""

@@ -1,0 +1,1 @@
+"""Models: face recognisers and the identity embedder, medical encoders, generator, MedSem-DeID."""

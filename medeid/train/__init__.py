@@ -1,0 +1,1 @@
+"""Ray Train: data feeding, the shared trainer harness, and one training loop per model."""

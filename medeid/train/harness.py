@@ -1,0 +1,130 @@
+"""What every medeid training job shares: the TorchTrainer set-up, checkpoints and resume.
+
+Runs live under `<storage_uri>/<name>`. Ray Train V2 finds the run's checkpoints there again when
+`fit()` is called with the same name, so re-submitting an interrupted job resumes it; a worker
+that dies mid-run is replaced and restarts from the latest checkpoint (`max_failures`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Callable
+
+import numpy as np
+import ray
+import ray.train
+import torch
+from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer, prepare_model
+
+from medeid import storage
+
+STATE_FILE = "state.pt"
+
+
+def run_training(loop, config: dict, *, name: str, storage_uri: str, datasets: dict,
+                 num_workers: int = 2, cpus_per_worker: float = 0.5, use_gpu: bool = False,
+                 max_failures: int = 1, settings: storage.S3Settings | None = None) -> ray.train.Result:
+    """Fit `loop` with DDP on `num_workers` workers; only the 'train' dataset is split among them.
+
+    Workers ask for half a CPU by default: Ray Data's read and decode tasks need CPU too, and
+    workers holding every CPU leave the input pipeline backpressured forever.
+    """
+    # Ray Train does not read AWS_ENDPOINT_URL for storage_path: hand it the filesystem.
+    fs, path = storage.filesystem(storage_uri, settings)
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus_per_worker}),
+        run_config=RunConfig(name=name, storage_path=path, storage_filesystem=fs,
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             failure_config=FailureConfig(max_failures=max_failures)),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    return trainer.fit()
+
+
+def is_rank_zero() -> bool:
+    return ray.train.get_context().get_world_rank() == 0
+
+
+def report(metrics: dict, state: dict | None = None) -> None:
+    """Report metrics from every worker; rank 0 attaches a checkpoint of `state` when given."""
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if state is not None and is_rank_zero():
+            torch.save(state, os.path.join(directory, STATE_FILE))
+            checkpoint = Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def resume_state() -> dict | None:
+    """The state of the latest checkpoint of this run, if it is being resumed."""
+    checkpoint = ray.train.get_checkpoint()
+    return None if checkpoint is None else read_state(checkpoint)
+
+
+def read_state(checkpoint: Checkpoint) -> dict:
+    with checkpoint.as_directory() as directory:
+        return torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DDP, for state dicts that load without DDP."""
+    return model.module if hasattr(model, "module") else model
+
+
+def train_epochs(model: torch.nn.Module, make_optimizer: Callable, config: dict,
+                 train_step: Callable, evaluate: Callable, dtypes: dict, tag: str) -> None:
+    """The loop every medeid trainer runs inside `train_loop_per_worker`.
+
+    Resumes from the run's latest checkpoint, wraps `model` in DDP, follows a one-cycle learning
+    rate over `epochs * steps_per_epoch` steps, and after each epoch reports metrics with a
+    checkpoint; rank 0 runs `evaluate(model, test_shard) -> dict` every `eval_every` epochs and at
+    the end. `train_step(model, batch) -> loss` sees `dtypes`' columns as tensors.
+    """
+    epochs = config["epochs"]
+    state = resume_state()
+    if state:
+        model.load_state_dict(state["model"])
+    model = prepare_model(model)
+    optimizer = make_optimizer(model.parameters())
+    total_steps = max(1, epochs * config["steps_per_epoch"])
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config["lr"], total_steps=total_steps, pct_start=0.15)
+    start_epoch, step = 0, 0
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, step = state["epoch"] + 1, state["step"]
+
+    train, test = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("test")
+    for epoch in range(start_epoch, epochs):
+        started, losses = time.monotonic(), []
+        model.train()
+        for batch in train.iter_torch_batches(batch_size=config["batch_size"], dtypes=dtypes, drop_last=True):
+            loss = train_step(model, batch)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if scheduler.last_epoch < total_steps - 1:  # past the planned steps, keep the last rate
+                scheduler.step()
+            step += 1
+            losses.append(loss.item())
+        metrics = {"epoch": epoch, "step": step, "start_epoch": start_epoch,
+                   "loss": float(np.mean(losses)) if losses else float("nan"), "epoch_s": time.monotonic() - started}
+        if is_rank_zero():
+            if epoch == epochs - 1 or (epoch + 1) % config["eval_every"] == 0:
+                unwrapped = unwrap(model).eval()
+                with torch.no_grad():
+                    metrics.update(evaluate(unwrapped, test))
+            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
+            print(f"[{tag}] epoch {epoch + 1}/{epochs} {shown}", flush=True)
+        report(metrics, {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step})
+        # Test hook: fail once, after the first checkpoint of a fresh run, to exercise recovery.
+        if config.get("fail_after_epoch") == epoch and state is None:
+            raise RuntimeError(f"injected failure after epoch {epoch}")

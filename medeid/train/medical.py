@@ -1,0 +1,117 @@
+"""Train the medical model (Enc_med, its heads and the lesion segmenter) with Ray Train (DDP).
+
+Loss: cross-entropy on disease, laterality and severity, plus Dice + BCE on the lesion mask of
+every photo (empty for all but tumours, which teaches the decoder where lesions are not).
+Evaluation on held-out patients: accuracy per disease class, laterality and severity accuracy,
+and mean Dice over tumour photos.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medeid import storage
+from medeid.config import MedicalConfig
+from medeid.evaluate.medical import classification_report, dice
+from medeid.models.medical import MedicalNet, MedicalNetConfig
+from medeid.pipelines.synthetic_archive import read_metadata
+from medeid.synth.conditions import DISEASES, PERIOCULAR_TUMOUR
+from medeid.train.data import archive_dataset, split_of
+from medeid.train.harness import read_state, run_training, train_epochs
+
+COLUMNS = {"image": torch.uint8, "mask": torch.uint8, "disease": torch.int64, "laterality": torch.int64,
+           "severity": torch.int64}
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - Dice over the whole batch; smooth, so a batch with no lesion still has a gradient."""
+    p = torch.sigmoid(logits)
+    return 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+
+
+def multitask_loss(out: dict, batch: dict, mask_weight: float) -> torch.Tensor:
+    mask = batch["mask"].float()
+    # Lesions cover a few hundred pixels of 16k: weight them up so they are not drowned.
+    bce = F.binary_cross_entropy_with_logits(out["mask"], mask, pos_weight=torch.tensor(10.0))
+    return (F.cross_entropy(out["disease"], batch["disease"])
+            + 0.5 * F.cross_entropy(out["laterality"], batch["laterality"])
+            + 0.5 * F.cross_entropy(out["severity"], batch["severity"])
+            + mask_weight * (bce + soft_dice_loss(out["mask"], mask)))
+
+
+def evaluate_medical(model: MedicalNet, dataset, batch_size: int = 128) -> dict:
+    """Held-out figures: per-class disease accuracy, laterality/severity accuracy, tumour Dice."""
+    truth = {k: [] for k in ("disease", "laterality", "severity")}
+    predicted, dices = {k: [] for k in truth}, []
+    tumour = DISEASES.index(PERIOCULAR_TUMOUR)
+    for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        out = model(MedicalNet.normalise(torch.from_numpy(batch["image"])))
+        for key in truth:
+            truth[key].append(batch[key])
+            predicted[key].append(out[key].argmax(1).numpy())
+        masks = (out["mask"] > 0).numpy()
+        dices += [dice(masks[i], batch["mask"][i] > 0) for i in np.nonzero(batch["disease"] == tumour)[0]]
+    truth = {k: np.concatenate(v) for k, v in truth.items()}
+    predicted = {k: np.concatenate(v) for k, v in predicted.items()}
+    report = classification_report(truth["disease"], predicted["disease"], DISEASES)
+    return {
+        "disease_accuracy": report["accuracy"],
+        **{f"accuracy_{name}": value for name, value in report["per_class"].items()},
+        "laterality_accuracy": float((truth["laterality"] == predicted["laterality"]).mean()),
+        "severity_accuracy": float((truth["severity"] == predicted["severity"]).mean()),
+        "tumour_dice": float(np.mean(dices)) if dices else float("nan"),
+        "tumour_photos": len(dices),
+    }
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Normalised input with per-photo brightness and contrast jitter. No flips: laterality is a label."""
+    x = MedicalNet.normalise(images)
+    n = len(x)
+    contrast = torch.empty(n, 1, 1, 1).uniform_(0.85, 1.15, generator=generator)
+    brightness = torch.empty(n, 1, 1, 1).uniform_(-0.1, 0.1, generator=generator)
+    return x * contrast + brightness
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+
+    torch.manual_seed(config["seed"])
+    generator = torch.Generator().manual_seed(config["seed"] + ray.train.get_context().get_world_rank())
+    model = MedicalNet(MedicalNetConfig(image_size=config["image_size"], widths=tuple(config["widths"])))
+
+    def train_step(model, batch):
+        return multitask_loss(model(augment(batch["image"], generator)), batch, config["mask_weight"])
+
+    train_epochs(model, lambda params: torch.optim.AdamW(params, lr=config["lr"], weight_decay=1e-4), config,
+                 train_step, evaluate_medical, COLUMNS, "train_medical")
+
+
+def train_medical(archive_root: str, model_uri: str, runs_uri: str, name: str, cfg: MedicalConfig,
+                  settings: storage.S3Settings | None = None, fail_after_epoch: int | None = None) -> dict:
+    """Train on the archive's training patients, evaluate on its held-out ones, save to `model_uri`."""
+    patient_ids = read_metadata(archive_root, settings).column("patient_id").to_pylist()
+    n_train = sum(split_of(p, cfg.held_out) == "train" for p in patient_ids)
+    datasets = {split: archive_dataset(archive_root, split, cfg.image_size, with_masks=True, settings=settings,
+                                       held_out=cfg.held_out).select_columns(list(COLUMNS)).materialize()
+                for split in ("train", "test")}  # decoded once; every epoch reads the same blocks
+    config = {**dataclasses.asdict(cfg), "fail_after_epoch": fail_after_epoch,
+              "steps_per_epoch": n_train // (cfg.batch_size * cfg.num_workers)}
+    result = run_training(train_loop_per_worker, config, name=name, storage_uri=runs_uri, datasets=datasets,
+                          num_workers=cfg.num_workers, settings=settings)
+    metrics = dict(result.metrics)
+    model = MedicalNet(MedicalNetConfig(image_size=cfg.image_size, widths=tuple(cfg.widths)))
+    model.load_state_dict(read_state(result.checkpoint)["model"])
+    figures = {**metrics, "train_photos": n_train, "archive": archive_root, "config": dataclasses.asdict(cfg)}
+    with tempfile.TemporaryDirectory() as directory:
+        model.save(directory)
+        (Path(directory) / "metrics.json").write_text(json.dumps(figures, indent=1))
+        storage.copy_tree(directory, model_uri, settings)
+    return {**figures, "model": model_uri, "run": storage.join(runs_uri, name)}
