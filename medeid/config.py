@@ -72,11 +72,11 @@ class MedicalConfig:
     image_size: int = 128  # the periocular signs need the archive's full resolution
     widths: tuple[int, ...] = (16, 32, 64, 96)
     seed: int = 0
-    epochs: int = 10
+    epochs: int = 16
     batch_size: int = 32  # per worker
     lr: float = 3e-3  # peak of the one-cycle schedule (AdamW)
     mask_weight: float = 1.0  # segmentation loss against the classification losses
-    eval_every: int = 5
+    eval_every: int = 8
     num_workers: int = 2
     held_out: float = 0.2
 

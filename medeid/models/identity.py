@@ -34,7 +34,7 @@ def read_pack_metadata(pack_dir: Path) -> dict:
 
 
 def centred_crop(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
-    """The central square of an RGB image, resized to `size` (area interpolation)."""
+    """The central square of an image (RGB or a single-channel mask), resized to `size` (area interpolation)."""
     h, w = image.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2

@@ -30,9 +30,19 @@ CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 class MedicalNetConfig:
     image_size: int = 128
     widths: tuple[int, ...] = (16, 32, 64, 96)  # encoder stages at strides 2, 4, 8, 16
+    # The periocular band of an aligned face crop, as fractions of its height: brows to cheeks.
+    # Every sign the model looks for lies inside; the rest of the face only costs compute.
+    band_top: float = 0.2
+    band_height: float = 0.48
     num_diseases: int = len(DISEASES)
     num_lateralities: int = len(LATERALITIES)
     num_severities: int = len(SEVERITIES)
+
+    def band_rows(self, height: int) -> tuple[int, int]:
+        """First and end row of the band in an image `height` rows high (a multiple of 16 rows)."""
+        top = round(self.band_top * height)
+        rows = 16 * -(-round(self.band_height * height) // 16)
+        return top, min(height, top + rows)
 
     @property
     def feature_channels(self) -> int:
@@ -40,11 +50,13 @@ class MedicalNetConfig:
         return self.widths[2]
 
 
+def _conv(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-    )
+    """Two 3x3 convolutions: the encoder's unit."""
+    return nn.Sequential(*_conv(cin, cout, stride), *_conv(cout, cout))
 
 
 class MedicalEncoder(nn.Module):
@@ -69,49 +81,63 @@ class MedicalNet(nn.Module):
         self.config = config
         w = config.widths
         self.encoder = MedicalEncoder(w)
-        self.disease_head = nn.Linear(w[-1], config.num_diseases)
-        self.laterality_head = nn.Linear(w[-1], config.num_lateralities)
-        self.severity_head = nn.Linear(w[-1], config.num_severities)
-        # U-Net decoder: up from stride 16 to 2, then to full resolution beside the input.
-        self.up3 = _block(w[3] + w[2], w[2])
-        self.up2 = _block(w[2] + w[1], w[1])
-        self.up1 = _block(w[1] + w[0], w[0])
-        self.full = _block(w[0] + 3, w[0])
-        self.mask_head = nn.Conv2d(w[0], 1, 1)
+        # Heads see average and max pooling (the signs are small, and averaging alone dilutes them)
+        # and the segmenter's strongest lesion logit, so "is there a tumour" uses the pixel evidence.
+        pooled = 2 * w[-1] + 1
+        self.disease_head = nn.Linear(pooled, config.num_diseases)
+        self.laterality_head = nn.Linear(pooled, config.num_lateralities)
+        self.severity_head = nn.Linear(pooled, config.num_severities)
+        # U-Net decoder: up from stride 16 to 2, then to full resolution beside the input. One
+        # convolution a level: the high-resolution levels dominate the cost, and masks are simple.
+        self.up3 = nn.Sequential(*_conv(w[3] + w[2], w[2]))
+        self.up2 = nn.Sequential(*_conv(w[2] + w[1], w[1]))
+        self.up1 = nn.Sequential(*_conv(w[1] + w[0], w[0]))
+        self.full = nn.Sequential(*_conv(w[0] + 3, 8))
+        self.mask_head = nn.Conv2d(8, 1, 1)
 
-    @staticmethod
-    def normalise(images_uint8_nhwc: torch.Tensor) -> torch.Tensor:
-        """uint8 RGB (N, H, W, 3) -> the float input (N, 3, H, W) in [-1, 1]."""
-        return images_uint8_nhwc.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    def prepare(self, images_uint8_nhwc: torch.Tensor) -> torch.Tensor:
+        """Aligned face crops, uint8 RGB (N, H, W, 3) -> the model's input: the band, in [-1, 1]."""
+        top, end = self.config.band_rows(images_uint8_nhwc.shape[1])
+        return images_uint8_nhwc[:, top:end].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+    def band(self, masks: torch.Tensor) -> torch.Tensor:
+        """The band rows of full-image masks (N, H, W), matching `prepare`."""
+        top, end = self.config.band_rows(masks.shape[1])
+        return masks[:, top:end]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Enc_med's medical semantic features at stride 8: (N, feature_channels, H/8, W/8)."""
+        """Enc_med's medical semantic features of `prepare`d input, at stride 8: (N, C, H/8, W/8)."""
         return self.encoder(x)[2]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         f1, f2, f3, f4 = self.encoder(x)
-        pooled = f4.mean(dim=(2, 3))
         d3 = self.up3(torch.cat([F.interpolate(f4, size=f3.shape[-2:], mode="bilinear"), f3], 1))
         d2 = self.up2(torch.cat([F.interpolate(d3, size=f2.shape[-2:], mode="bilinear"), f2], 1))
         d1 = self.up1(torch.cat([F.interpolate(d2, size=f1.shape[-2:], mode="bilinear"), f1], 1))
         d0 = self.full(torch.cat([F.interpolate(d1, size=x.shape[-2:], mode="bilinear"), x], 1))
+        mask = self.mask_head(d0)[:, 0]  # logits, (N, H, W)
+        pooled = torch.cat([f4.mean(dim=(2, 3)), f4.amax(dim=(2, 3)), mask.amax(dim=(1, 2))[:, None]], 1)
         return {
             "disease": self.disease_head(pooled),
             "laterality": self.laterality_head(pooled),
             "severity": self.severity_head(pooled),
-            "mask": self.mask_head(d0)[:, 0],  # logits, (N, H, W)
+            "mask": mask,
             "features": f3,
         }
 
     @torch.no_grad()
-    def classify(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.forward(x)
+    def classify(self, images_uint8_nhwc: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Class probabilities for whole face crops."""
+        out = self.forward(self.prepare(images_uint8_nhwc))
         return {k: out[k].softmax(1) for k in ("disease", "laterality", "severity")}
 
     @torch.no_grad()
-    def segment(self, x: torch.Tensor) -> torch.Tensor:
-        """Boolean lesion masks (N, H, W)."""
-        return self.forward(x)["mask"] > 0
+    def segment(self, images_uint8_nhwc: torch.Tensor) -> torch.Tensor:
+        """Boolean lesion masks (N, H, W) of whole face crops: nothing outside the band."""
+        masks = torch.zeros(images_uint8_nhwc.shape[:3], dtype=torch.bool)
+        top, end = self.config.band_rows(images_uint8_nhwc.shape[1])
+        masks[:, top:end] = self.forward(self.prepare(images_uint8_nhwc))["mask"] > 0
+        return masks
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

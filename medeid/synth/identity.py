@@ -103,7 +103,7 @@ def sample_identity(rng: np.random.Generator, age: int, sex: str) -> Identity:
         eye_y=float(u(-0.14, -0.04)),
         eye_spacing=float(u(0.20, 0.28)),
         eye_width=float(u(0.11, 0.145)),
-        eye_open=iris_radius * float(u(0.72, 0.95)),  # the lid normally covers the top of the iris
+        eye_open=iris_radius * float(u(0.76, 0.95)),  # the lid normally covers the top of the iris
         eye_lower=float(u(0.026, 0.040)),
         canthal_tilt=float(u(-0.12, 0.16)),
         iris_radius=iris_radius,

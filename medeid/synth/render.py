@@ -216,7 +216,7 @@ def _eye_frame(identity: Identity, condition: Condition, nuisance: Nuisance, sid
     if condition.affects(side):
         level = condition.severity
         if condition.disease == PTOSIS:
-            open_up *= (0.68, 0.48, 0.28)[level - 1]
+            open_up *= (0.56, 0.4, 0.25)[level - 1]  # mild still sits below the smallest healthy lid
             crease *= 1.0 + 0.5 * level  # a high, faint crease over a drooping lid
         elif condition.disease == THYROID_EYE_DISEASE:
             open_up = identity.iris_radius * (1.12 + 0.14 * level)  # sclera shows above the iris

@@ -36,7 +36,7 @@ def load_photos(batch: pa.Table, *, root: str, size: int, with_masks: bool,
         if with_masks:
             if row["mask_key"]:
                 mask = codecs.decode(storage.read_bytes(storage.join(root, row["mask_key"]), settings), "L")
-                masks.append((centred_crop(np.repeat(mask[..., None], 3, 2), size)[..., 0] > 127).astype(np.uint8))
+                masks.append((centred_crop(mask, size) > 127).astype(np.uint8))
             else:
                 masks.append(np.zeros((size, size), np.uint8))
     out = {
@@ -67,10 +67,3 @@ def archive_dataset(root: str, split: str, size: int, with_masks: bool = False,
                                 "settings": settings})
     )
 
-
-def patients_of(root: str, split: str, settings: storage.S3Settings | None = None, held_out: float = 0.2) -> list[str]:
-    """Sorted patient ids of one split, read from the archive's metadata."""
-    from medeid.pipelines.synthetic_archive import read_metadata
-
-    ids = set(read_metadata(root, settings).column("patient_id").to_pylist())
-    return sorted(p for p in ids if split_of(p, held_out) == split)

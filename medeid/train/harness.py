@@ -22,6 +22,7 @@ from ray.train.torch import TorchTrainer, prepare_model
 from medeid import storage
 
 STATE_FILE = "state.pt"
+SHUFFLE_BUFFER = 1024  # rows per worker mixed before batching
 
 
 def run_training(loop, config: dict, *, name: str, storage_uri: str, datasets: dict,
@@ -105,7 +106,9 @@ def train_epochs(model: torch.nn.Module, make_optimizer: Callable, config: dict,
     for epoch in range(start_epoch, epochs):
         started, losses = time.monotonic(), []
         model.train()
-        for batch in train.iter_torch_batches(batch_size=config["batch_size"], dtypes=dtypes, drop_last=True):
+        # Archives are stored patient by patient: without shuffling a batch holds a handful of people.
+        for batch in train.iter_torch_batches(batch_size=config["batch_size"], dtypes=dtypes, drop_last=True,
+                                              local_shuffle_buffer_size=SHUFFLE_BUFFER):
             loss = train_step(model, batch)
             optimizer.zero_grad()
             loss.backward()

@@ -36,8 +36,8 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
 
 
-def multitask_loss(out: dict, batch: dict, mask_weight: float) -> torch.Tensor:
-    mask = batch["mask"].float()
+def multitask_loss(out: dict, batch: dict, mask: torch.Tensor, mask_weight: float) -> torch.Tensor:
+    mask = mask.float()
     # Lesions cover a few hundred pixels of 16k: weight them up so they are not drowned.
     bce = F.binary_cross_entropy_with_logits(out["mask"], mask, pos_weight=torch.tensor(10.0))
     return (F.cross_entropy(out["disease"], batch["disease"])
@@ -52,12 +52,12 @@ def evaluate_medical(model: MedicalNet, dataset, batch_size: int = 128) -> dict:
     predicted, dices = {k: [] for k in truth}, []
     tumour = DISEASES.index(PERIOCULAR_TUMOUR)
     for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        out = model(MedicalNet.normalise(torch.from_numpy(batch["image"])))
+        out = model(model.prepare(torch.from_numpy(batch["image"])))
         for key in truth:
             truth[key].append(batch[key])
             predicted[key].append(out[key].argmax(1).numpy())
-        masks = (out["mask"] > 0).numpy()
-        dices += [dice(masks[i], batch["mask"][i] > 0) for i in np.nonzero(batch["disease"] == tumour)[0]]
+        masks, truth_masks = (out["mask"] > 0).numpy(), model.band(torch.from_numpy(batch["mask"])).numpy() > 0
+        dices += [dice(masks[i], truth_masks[i]) for i in np.nonzero(batch["disease"] == tumour)[0]]
     truth = {k: np.concatenate(v) for k, v in truth.items()}
     predicted = {k: np.concatenate(v) for k, v in predicted.items()}
     report = classification_report(truth["disease"], predicted["disease"], DISEASES)
@@ -71,9 +71,8 @@ def evaluate_medical(model: MedicalNet, dataset, batch_size: int = 128) -> dict:
     }
 
 
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Normalised input with per-photo brightness and contrast jitter. No flips: laterality is a label."""
-    x = MedicalNet.normalise(images)
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per-photo brightness and contrast jitter of prepared input. No flips: laterality is a label."""
     n = len(x)
     contrast = torch.empty(n, 1, 1, 1).uniform_(0.85, 1.15, generator=generator)
     brightness = torch.empty(n, 1, 1, 1).uniform_(-0.1, 0.1, generator=generator)
@@ -87,8 +86,11 @@ def train_loop_per_worker(config: dict) -> None:
     generator = torch.Generator().manual_seed(config["seed"] + ray.train.get_context().get_world_rank())
     model = MedicalNet(MedicalNetConfig(image_size=config["image_size"], widths=tuple(config["widths"])))
 
+    net = model  # `model` is wrapped in DDP inside the loop; the band geometry is the same
+
     def train_step(model, batch):
-        return multitask_loss(model(augment(batch["image"], generator)), batch, config["mask_weight"])
+        out = model(augment(net.prepare(batch["image"]), generator))
+        return multitask_loss(out, batch, net.band(batch["mask"]), config["mask_weight"])
 
     train_epochs(model, lambda params: torch.optim.AdamW(params, lr=config["lr"], weight_decay=1e-4), config,
                  train_step, evaluate_medical, COLUMNS, "train_medical")

@@ -12,12 +12,18 @@ from medeid.synth.conditions import DISEASES
 
 
 def test_outputs_and_feature_shapes():
-    model = MedicalNet(MedicalNetConfig(image_size=64)).eval()
-    x = MedicalNet.normalise(torch.randint(0, 255, (2, 64, 64, 3), dtype=torch.uint8))
+    model = MedicalNet(MedicalNetConfig(image_size=128)).eval()
+    images = torch.randint(0, 255, (2, 128, 128, 3), dtype=torch.uint8)
+    top, end = model.config.band_rows(128)
+    assert (top, end) == (26, 90)  # brows to cheeks, 64 rows
+    x = model.prepare(images)
+    assert x.shape == (2, 3, 64, 128) and -1 <= x.min() and x.max() <= 1
     out = model(x)
-    assert out["disease"].shape == (2, len(DISEASES)) and out["mask"].shape == (2, 64, 64)
-    assert model.encode(x).shape == (2, model.config.feature_channels, 8, 8)
-    assert torch.allclose(model.classify(x)["disease"].sum(1), torch.ones(2))
+    assert out["disease"].shape == (2, len(DISEASES)) and out["mask"].shape == (2, 64, 128)
+    assert model.encode(x).shape == (2, model.config.feature_channels, 8, 16)
+    assert torch.allclose(model.classify(images)["disease"].sum(1), torch.ones(2))
+    masks = model.segment(images)
+    assert masks.shape == (2, 128, 128) and not masks[:, :top].any() and not masks[:, end:].any()
 
 
 def test_save_and_load_round_trip_through_s3(tmp_path, bucket, monkeypatch):
@@ -27,7 +33,7 @@ def test_save_and_load_round_trip_through_s3(tmp_path, bucket, monkeypatch):
     storage.copy_tree(str(model.save(tmp_path / "medical")), f"{bucket}/medical")
     loaded = MedicalNet.from_uri(f"{bucket}/medical")
     assert loaded.config == model.config
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, 3, 32, 64)
     assert torch.equal(loaded(x)["disease"], model(x)["disease"])
     (tmp_path / "medical" / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors"):

@@ -34,5 +34,5 @@ def test_short_run_reports_held_out_figures_and_saves_a_loadable_model(archive, 
     assert model.config.widths == (8, 16, 24, 32)
     saved = json.loads((model_dir := storage.local_copy(figures["model"])).joinpath("metrics.json").read_text())
     assert saved["disease_accuracy"] == figures["disease_accuracy"] and model_dir.exists()
-    probabilities = model.classify(MedicalNet.normalise(torch.zeros(1, 64, 64, 3, dtype=torch.uint8)))["disease"]
+    probabilities = model.classify(torch.zeros(1, 64, 64, 3, dtype=torch.uint8))["disease"]
     assert probabilities.shape == (1, len(DISEASES))

@@ -1,0 +1,24 @@
+"""Speed and memory figures, each against a baseline measured in the same run.
+
+    python jobs/benchmark.py index [--rows 1000000]
+"""
+
+import argparse
+import sys
+
+from medeid.benchmark import SUITES, markdown
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("suite", choices=[*SUITES, "all"])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="index suite: embeddings in the index")
+    args = parser.parse_args()
+    for name in SUITES if args.suite == "all" else [args.suite]:
+        kwargs = {"rows": args.rows} if name == "index" else {}
+        print(markdown(name, SUITES[name](**kwargs)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
