@@ -19,7 +19,7 @@ def main() -> int:
     parser.add_argument("--archive", required=True, help="archive root (with metadata/*.parquet): s3:// or a folder")
     parser.add_argument("--pack", required=True, help="recogniser pack in ArcFace's layout: s3:// or a folder")
     parser.add_argument("--output", required=True, help="index root; photos set aside go to <output>_quarantine")
-    parser.add_argument("--workers", type=int, default=1, help="embedding actors, one CPU each")
+    parser.add_argument("--workers", type=int, default=1, help="embedding actors, half a CPU each")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--config", default="demo", help="preset name or YAML file (for storage settings)")
     args = parser.parse_args()

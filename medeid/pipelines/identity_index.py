@@ -25,6 +25,7 @@ from medeid.pipelines.synthetic_archive import METADATA
 
 STAGE = "identity_index"
 READ_THREADS = 8  # photo reads wait on the object store, not the CPU
+ACTOR_CPUS = 0.5
 
 # In flight between the embedder and the two writers, never written: an index row, or a photo to
 # quarantine (embedding null, reason set).
@@ -37,7 +38,7 @@ def quarantine_uri(output_uri: str) -> str:
 
 
 class PhotoEmbedder:
-    """Ray Data map_batches stage: archive photo rows -> identity embeddings, one CPU per actor.
+    """Ray Data map_batches stage: archive photo rows -> identity embeddings, half a CPU per actor.
 
     Reads `photo_key` and `patient_id`; returns `EMBEDDED_PHOTO`: the `schema.IDENTITY_INDEX` columns
     plus `reason`, null for an embedded photo, and for one to quarantine (missing, undecodable, or
@@ -114,7 +115,9 @@ def build_identity_index(archive_root: str, pack_uri: str, output_uri: str,
     # 2. Embed every photo once; both writers below read the materialised result.
     embedded = photos.map_batches(
         PhotoEmbedder, fn_constructor_kwargs={"archive_root": archive_root, "pack_uri": pack_uri, "settings": settings},
-        batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
+        batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
+        # Half a CPU each: actors holding every CPU would starve the read tasks feeding them (deadlock).
+        num_cpus=ACTOR_CPUS,
     ).materialize()
     # 3. Index rows to the index, the rest to the quarantine, each overwritten.
     quarantine = quarantine_uri(output_uri)
