@@ -1,0 +1,100 @@
+"""The MeMa generator: a Stable Diffusion pipeline from diffusers, loaded from a folder or S3.
+
+Production loads real weights (e.g. SD 1.5 saved with `save_pretrained`) with
+`local_files_only=True`: nothing is fetched. The `demo` preset builds a tiny pipeline from the
+same diffusers classes (UNet2DConditionModel, AutoencoderKL, CLIPTextModel, DDIMScheduler) with a
+CLIP BPE tokenizer built offline over the prompt vocabulary, and fine-tunes it like the real one.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import dataclass
+
+import torch
+
+from medeid import storage
+from medeid.synth.conditions import DISEASES, TUMOUR_SITES
+
+SPECIAL = ("<|startoftext|>", "<|endoftext|>")
+# Words the prompt template uses; any other text still tokenizes, letter by letter.
+PROMPT_WORDS = (
+    "a clinical photo of the face frontal periocular close-up female male patient aged years with and on "
+    "right left bilateral eye eyes mild moderate severe healthy no signs upper lid droop lid retraction "
+    "proptosis swelling esotropia exotropia conjunctival injection redness nodular lesion central ulceration "
+    "thyroid disease ptosis strabismus periocular tumour medial lateral canthus lower"
+).split() + [w for name in DISEASES + TUMOUR_SITES for w in name.split("_")]
+
+
+def build_tokenizer(words=PROMPT_WORDS, max_length: int = 77):
+    """A CLIP BPE tokenizer, its merges learnt (by `tokenizers`' BPE trainer) so that each of `words`
+    is one token; every other letter, digit and punctuation mark is in the vocabulary on its own."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    alphabet = list(string.ascii_lowercase + string.digits + string.punctuation)
+    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    bpe.train_from_iterator(sorted({w.lower() for w in words if w.isalpha()}), trainers.BpeTrainer(
+        vocab_size=100_000, min_frequency=1, special_tokens=list(SPECIAL), initial_alphabet=alphabet,
+        end_of_word_suffix="</w>", show_progress=False))
+    model = json.loads(bpe.to_str())["model"]
+    vocab = dict(model["vocab"])
+    for char in alphabet:  # a character may also end a word ("45" ends in "5</w>")
+        for token in (char, char + "</w>"):
+            vocab.setdefault(token, len(vocab))
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    # transformers 5 ignores vocab_file/merges_file here: vocabulary and merges go in as objects.
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+
+
+@dataclass(frozen=True)
+class TinyGeneratorConfig:
+    resolution: int = 64
+    unet_channels: tuple[int, ...] = (32, 64)
+    vae_channels: tuple[int, ...] = (16, 32, 32)  # three blocks: latents at 1/4 of the image
+    text_width: int = 32
+    text_layers: int = 2
+
+
+def build_tiny_pipeline(config: TinyGeneratorConfig = TinyGeneratorConfig(), seed: int = 0):
+    """A randomly initialised Stable Diffusion pipeline small enough to train on two CPU cores."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    latent_size = config.resolution // 2 ** (len(config.vae_channels) - 1)
+    unet = UNet2DConditionModel(
+        sample_size=latent_size, in_channels=4, out_channels=4, block_out_channels=config.unet_channels,
+        layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=config.text_width,
+        attention_head_dim=8, norm_num_groups=8)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, block_out_channels=config.vae_channels, latent_channels=4,
+        norm_num_groups=8, sample_size=config.resolution,
+        down_block_types=("DownEncoderBlock2D",) * len(config.vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(config.vae_channels))
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=config.text_width, intermediate_size=2 * config.text_width,
+        num_attention_heads=4, num_hidden_layers=config.text_layers, max_position_embeddings=77,
+        bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    # SD 1.x's noise schedule; steps_offset=1 as SD's own scheduler config has it.
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def load_pipeline(uri: str, settings: storage.S3Settings | None = None, dtype: torch.dtype = torch.float32):
+    """A pipeline saved with `save_pretrained`, from a folder or an S3 prefix; never downloads."""
+    from diffusers import StableDiffusionPipeline
+
+    directory = storage.local_copy(uri, settings)
+    if not (directory / "model_index.json").exists():
+        raise FileNotFoundError(f"model_index.json is missing from the generator at {uri}: expected a folder "
+                                f"written by StableDiffusionPipeline.save_pretrained")
+    return StableDiffusionPipeline.from_pretrained(str(directory), local_files_only=True, torch_dtype=dtype,
+                                                   safety_checker=None, requires_safety_checker=False)
