@@ -136,22 +136,17 @@ def s3_client(settings: S3Settings | None = None):
 
 @contextmanager
 def _explained(action: str, uri: str, settings: S3Settings | None):
-    """Turn SDK errors into StorageError naming the URI and the endpoint (no credentials)."""
+    """Turn S3 SDK errors into StorageError naming the URI and the endpoint (no credentials)."""
     try:
         yield
-    except FileNotFoundError:
-        raise
-    except (OSError, RuntimeError) as error:
-        if not is_s3(uri) or isinstance(error, StorageError):
+    except Exception as error:
+        # pyarrow raises OSError; botocore's errors are its own, not OSErrors.
+        from_sdk = isinstance(error, OSError) or type(error).__module__.split(".")[0] in ("botocore", "boto3")
+        if isinstance(error, (FileNotFoundError, StorageError)) or not is_s3(uri) or not from_sdk:
             raise
-        where = (settings or S3Settings.from_env()).where
         reason = " ".join(str(error).split())[:300]
-        raise StorageError(f"could not {action} {uri} at {where}: {reason}") from None
-    except Exception as error:  # botocore's errors are not OSErrors
-        if not is_s3(uri) or type(error).__module__.split(".")[0] not in ("botocore", "boto3"):
-            raise
         where = (settings or S3Settings.from_env()).where
-        raise StorageError(f"could not {action} {uri} at {where}: {type(error).__name__}: {error}") from None
+        raise StorageError(f"could not {action} {uri} at {where}: {type(error).__name__}: {reason}") from None
 
 
 def read_bytes(uri: str, settings: S3Settings | None = None) -> bytes:
