@@ -10,6 +10,7 @@ import ray
 
 from medeid import codecs, storage
 from medeid.models.identity import centred_crop
+from medeid.pipelines.synthetic_archive import METADATA, read_metadata
 from medeid.synth.conditions import DISEASES, LATERALITIES
 
 SPLITS = ("train", "test")
@@ -58,7 +59,7 @@ def archive_dataset(root: str, split: str, size: int, with_masks: bool = False,
     """The photos of one split of an archive, decoded at `size` x `size`."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    fs, path = storage.filesystem(storage.join(root, "metadata"), settings)
+    fs, path = storage.filesystem(storage.join(root, METADATA), settings)
     return (
         ray.data.read_parquet(path, filesystem=fs)
         .filter(lambda row: split_of(row["patient_id"], held_out) == split)
@@ -67,3 +68,11 @@ def archive_dataset(root: str, split: str, size: int, with_masks: bool = False,
                                 "settings": settings})
     )
 
+
+def patient_ids_by_split(root: str, held_out: float = 0.2,
+                         settings: storage.S3Settings | None = None) -> dict[str, list[str]]:
+    """Each split's photos as their patient ids (one entry a photo), from the archive's metadata."""
+    by_split = {split: [] for split in SPLITS}
+    for patient in read_metadata(root, settings).column("patient_id").to_pylist():
+        by_split[split_of(patient, held_out)].append(patient)
+    return by_split

@@ -19,9 +19,8 @@ from medeid import storage
 from medeid.config import RecognizerConfig
 from medeid.evaluate.verification import verification_rates
 from medeid.models.export import export_recognizer_pack
-from medeid.models.recognizer import ArcMarginLoss, Recognizer
-from medeid.pipelines.synthetic_archive import read_metadata
-from medeid.train.data import archive_dataset, split_of
+from medeid.models.recognizer import ArcMarginLoss, Recognizer, to_input
+from medeid.train.data import archive_dataset, patient_ids_by_split
 from medeid.train.harness import read_state, run_training, train_epochs
 
 IMAGE_SIZE = 112
@@ -55,8 +54,7 @@ def embed_all(recognizer: nn.Module, dataset, batch_size: int = 256) -> tuple[np
     """L2-normalised embeddings and patient ids of every photo in `dataset`."""
     vectors, labels = [], []
     for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        x = (torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).float() - 127.5) / 127.5
-        vectors.append(torch.nn.functional.normalize(recognizer(x)).numpy())
+        vectors.append(torch.nn.functional.normalize(recognizer(to_input(torch.from_numpy(batch["image"])))).numpy())
         labels.extend(batch["patient_id"])
     return np.concatenate(vectors), np.asarray(labels)
 
@@ -81,11 +79,9 @@ def train_loop_per_worker(config: dict) -> None:
 def train_recognizer(archive_root: str, pack_uri: str, runs_uri: str, name: str, cfg: RecognizerConfig,
                      settings: storage.S3Settings | None = None, fail_after_epoch: int | None = None) -> dict:
     """Train on the archive's training patients, verify on its held-out ones, export to `pack_uri`."""
-    metadata = read_metadata(archive_root, settings)
-    patient_ids = metadata.column("patient_id").to_pylist()
-    train_patients = sorted({p for p in patient_ids if split_of(p, cfg.held_out) == "train"})
-    test_patients = sorted({p for p in patient_ids if split_of(p, cfg.held_out) == "test"})
-    n_train = sum(split_of(p, cfg.held_out) == "train" for p in patient_ids)
+    by_split = patient_ids_by_split(archive_root, cfg.held_out, settings)
+    train_patients, test_patients = sorted(set(by_split["train"])), sorted(set(by_split["test"]))
+    n_train = len(by_split["train"])
     classes = {patient: i for i, patient in enumerate(train_patients)}
     # Decoded once into the object store; every epoch reads the same blocks.
     datasets = {

@@ -21,9 +21,8 @@ from medeid import storage
 from medeid.config import MedicalConfig
 from medeid.evaluate.medical import classification_report, dice
 from medeid.models.medical import MedicalNet, MedicalNetConfig
-from medeid.pipelines.synthetic_archive import read_metadata
 from medeid.synth.conditions import DISEASES, PERIOCULAR_TUMOUR
-from medeid.train.data import archive_dataset, split_of
+from medeid.train.data import archive_dataset, patient_ids_by_split
 from medeid.train.harness import read_state, run_training, train_epochs
 
 COLUMNS = {"image": torch.uint8, "mask": torch.uint8, "disease": torch.int64, "laterality": torch.int64,
@@ -99,8 +98,7 @@ def train_loop_per_worker(config: dict) -> None:
 def train_medical(archive_root: str, model_uri: str, runs_uri: str, name: str, cfg: MedicalConfig,
                   settings: storage.S3Settings | None = None, fail_after_epoch: int | None = None) -> dict:
     """Train on the archive's training patients, evaluate on its held-out ones, save to `model_uri`."""
-    patient_ids = read_metadata(archive_root, settings).column("patient_id").to_pylist()
-    n_train = sum(split_of(p, cfg.held_out) == "train" for p in patient_ids)
+    n_train = len(patient_ids_by_split(archive_root, cfg.held_out, settings)["train"])
     datasets = {split: archive_dataset(archive_root, split, cfg.image_size, with_masks=True, settings=settings,
                                        held_out=cfg.held_out).select_columns(list(COLUMNS)).materialize()
                 for split in ("train", "test")}  # decoded once; every epoch reads the same blocks
