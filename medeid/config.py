@@ -82,12 +82,60 @@ class MedicalConfig:
 
 
 @dataclass(frozen=True)
+class GeneratorConfig:
+    """The MeMa generator: Stable Diffusion fine-tuned on the real patients (`jobs/train_generator.py`)."""
+
+    # A diffusers folder or S3 prefix (save_pretrained layout). None: build the tiny demo pipeline and
+    # first pretrain its VAE on the archive, standing in for the pretrained weights a real run starts from.
+    base: str | None = None
+    resolution: int = 64
+    finetune: str = "lora"  # lora (UNet adapters, peft) | full (UNet and text encoder)
+    lora_rank: int = 8
+    prompt_template: str = "a clinical photo of a {sex} patient aged {age_band} with {condition}"
+    condition_dropout: float = 0.1  # empty prompts, for classifier-free guidance
+    epochs: int = 10
+    batch_size: int = 32  # per worker
+    lr: float = 1e-4
+    ema: bool = False
+    ema_decay: float = 0.999
+    mixed_precision: str = "no"  # no | fp16 | bf16 (CUDA only)
+    vae_pretrain_epochs: int = 2  # tiny base only
+    num_workers: int = 2
+    use_gpu: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class MemaConfig:
+    """The MeMa build (`jobs/build_mema.py`): sampling, generation and the filters."""
+
+    samples: int = 120  # condition rows
+    seed: int = 0
+    disease_mix: dict[str, float] | None = None  # None: the real cohort's P(disease)
+    strategy: str = "txt2img"  # txt2img | img2img | inpaint
+    steps: int = 25
+    guidance: float = 3.0
+    strength: float = 0.75  # img2img and inpaint: how much of the source is re-drawn
+    max_attempts: int = 4  # generations per condition row before it is left unfilled
+    batch_size: int = 16  # rows per generator call
+    generator_actors: int = 1
+    filter_actors: int = 1
+    gpus_per_generator: float = 0.0
+    identity_margin: float = 0.05  # reject at the recogniser's match threshold minus this
+    min_sharpness: float = 5.0  # variance of the Laplacian, on the 0..255 grey image
+    min_contrast: float = 12.0  # standard deviation of the grey image
+    min_confidence: float = 0.0  # plausibility: the classifier must also be this sure
+
+
+@dataclass(frozen=True)
 class Config:
     preset: str = "demo"
     storage: StorageConfig = field(default_factory=StorageConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     medical: MedicalConfig = field(default_factory=MedicalConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    mema: MemaConfig = field(default_factory=MemaConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,35 +1,67 @@
 """The README's demo: the main job on the embedded default, end to end on a local stack.
 
-Starts a local S3 server and a `ray start --head` cluster, submits the job with `ray job submit`
-as a user would on a real cluster, copies what it wrote to a local folder (the S3 server keeps
-data in memory only), and stops everything, also on failure.
+Starts a local S3 server and a `ray start --head` cluster and submits, with `ray job submit` as a
+user would on a real cluster, every job MeMa needs: the synthetic archive, the recognisers, the
+medical model, the generator fine-tune, the strategy comparison and build_mema itself. Then it
+copies what a person looks at to a local folder (the S3 server keeps data in memory only) and
+stops everything, also on failure.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from medeid import storage
 from medeid.devstack import LocalS3, RayHead
-from medeid.pipelines.synthetic_archive import CONTACT_SHEET, SAMPLES
 
 DEMO_BUCKET = "s3://medeid-demo"
+ARCHIVE, MODELS, MEMA = f"{DEMO_BUCKET}/archive", f"{DEMO_BUCKET}/models", f"{DEMO_BUCKET}/mema"
+
+STEPS = [  # (what, entrypoint)
+    ("synthetic hospital archive", ["jobs/make_synthetic_archive.py", "--output", ARCHIVE]),
+    ("recognisers (pipeline + held-out evaluator)", ["jobs/train_identity.py", "--archive", ARCHIVE,
+                                                     "--output", MODELS]),
+    ("medical model", ["jobs/train_medical.py", "--archive", ARCHIVE, "--output", f"{MODELS}/medical"]),
+    ("generator fine-tune", ["jobs/train_generator.py", "--archive", ARCHIVE, "--output", f"{MODELS}/generator"]),
+    ("generation strategies compared", ["jobs/build_mema.py", "--archive", ARCHIVE, "--models", MODELS,
+                                        "--output", MEMA, "--compare-strategies"]),
+    ("MeMa", ["jobs/build_mema.py", "--archive", ARCHIVE, "--models", MODELS, "--output", MEMA]),
+]
+# What people look at, copied out of the S3 server. Real-patient embeddings (mema/private) stay in.
+LOOK_AT = [("archive/contact_sheet.png", "archive"), ("archive/samples.png", "archive"),
+           ("models/generator/samples.png", "generator"), ("mema/strategies.png", "mema"), ("mema/card", "mema/card"),
+           ("mema/run.json", "mema")]
 
 
-def run_demo(output_dir: str = "demo-output") -> int:
-    archive = f"{DEMO_BUCKET}/archive"
+def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
     local = Path(output_dir).resolve()
+    started = time.monotonic()
     with LocalS3() as s3:
         storage.make_bucket(DEMO_BUCKET, s3.settings)
         print(f"[demo] local S3 server at {s3.endpoint_url}; starting a local Ray cluster ...", flush=True)
         with RayHead(env=s3.env) as head:
-            print(f"[demo] Ray at {head.address}; submitting jobs/make_synthetic_archive.py", flush=True)
-            job = head.submit(["python", "jobs/make_synthetic_archive.py", "--config", "demo", "--output", archive])
-            if job.returncode != 0:
-                print(f"[demo] the job failed (exit {job.returncode}); its log is above")
-                return job.returncode
-        copied = storage.copy_tree(archive, str(local / "archive"), s3.settings)
-    print(f"[demo] copied {copied} files from {archive} to {local / 'archive'}")
-    print(f"[demo] contact sheet: {local / 'archive' / CONTACT_SHEET}")
-    print(f"[demo] samples:       {local / 'archive' / SAMPLES}")
+            print(f"[demo] Ray at {head.address}", flush=True)
+            for i, (what, entrypoint) in enumerate(STEPS, 1):
+                step_started = time.monotonic()
+                print(f"\n[demo] step {i}/{len(STEPS)}: {what}: ray job submit -- python {' '.join(entrypoint)}",
+                      flush=True)
+                job = head.submit(["python", *entrypoint, "--config", config])
+                if job.returncode != 0:
+                    print(f"[demo] step {i} failed (exit {job.returncode}); its log is above")
+                    return job.returncode
+                print(f"[demo] step {i} done in {time.monotonic() - step_started:.0f} s", flush=True)
+        for source, destination in LOOK_AT:
+            uri = storage.join(DEMO_BUCKET, source)
+            target = local / destination
+            if source.endswith((".png", ".json")):
+                target.mkdir(parents=True, exist_ok=True)
+                (target / source.rsplit("/", 1)[1]).write_bytes(storage.read_bytes(uri, s3.settings))
+            else:
+                storage.copy_tree(uri, str(target), s3.settings)
+    print(f"\n[demo] done in {(time.monotonic() - started) / 60:.1f} min. Look at:")
+    print(f"[demo]   {local / 'mema' / 'card' / 'README.md'}   the MeMa dataset card: bars, privacy audit, pictures")
+    print(f"[demo]   {local / 'mema' / 'strategies.png'}        txt2img vs img2img vs inpainting, same conditions")
+    print(f"[demo]   {local / 'generator' / 'samples.png'}      what the fine-tuned generator draws")
+    print(f"[demo]   {local / 'archive' / 'contact_sheet.png'}  the synthetic patients it learnt from")
     return 0

@@ -59,4 +59,60 @@ QUARANTINED_PHOTO = pa.schema([
     _field("reason", pa.string(), "why, in words a person can act on"),
 ])
 
-ALL = {"archive_photo": ARCHIVE_PHOTO, "identity_index": IDENTITY_INDEX, "quarantined_photo": QUARANTINED_PHOTO}
+_CONDITION = [
+    _field("sample_id", pa.string(), "stable id of the condition row: mema-<seed>-<index>"),
+    _field("attempt", pa.int32(), "0 for the first generation of the row, 1.. for retries after a rejection"),
+    _field("seed", pa.int64(), "generation seed of this attempt"),
+    _field("age", pa.int32(), "conditioned age in years"),
+    _field("sex", pa.string(), "female | male"),
+    _field("disease", pa.string(), "conditioned disease (ARCHIVE_PHOTO's vocabulary)"),
+    _field("laterality", pa.string(), "none | right | left | bilateral"),
+    _field("severity", pa.int8(), "0 healthy, 1 mild, 2 moderate, 3 severe"),
+    _field("findings", pa.list_(pa.string()), "fine-grained clinical findings"),
+    _field("strategy", pa.string(), "txt2img | img2img | inpaint"),
+]
+
+# One row per condition MeMa was asked for (the requested distribution), written before generating.
+MEMA_CONDITION = pa.schema([f for f in _CONDITION if f.name not in ("attempt", "strategy")] + [
+    _field("source_key", pa.string(), "real photo an img2img or inpaint attempt starts from", nullable=True),
+])
+
+# One row per released MeMa image: the image, its labels and the figures the filters measured.
+MEMA_IMAGE = pa.schema(_CONDITION + [
+    _field("prompt", pa.string(), "the text condition the generator saw"),
+    _field("source_key", pa.string(), "real photo an img2img or inpaint attempt started from", nullable=True),
+    _field("generator_version", pa.string(), "sha256 prefix of the generator's weights"),
+    _field("image", pa.binary(), "PNG"),
+    _field("width", pa.int32(), "pixels"),
+    _field("height", pa.int32(), "pixels"),
+    _field("sharpness", pa.float32(), "variance of the Laplacian of the grey image (face-quality stage)"),
+    # Which real patient that is stays out of a released table: the link itself would be a disclosure.
+    _field("nearest_similarity", pa.float32(), "cosine to the nearest real patient photo (pipeline recogniser)"),
+    _field("identity_threshold", pa.float32(), "the identity filter's threshold: match threshold minus margin"),
+    _field("predicted_disease", pa.string(), "the medical classifier's disease for the image"),
+    _field("disease_confidence", pa.float32(), "its probability"),
+    _field("lesion_mask", pa.binary(), "MeMa-Seg: lesion mask PNG (255 on the lesion), made by the segmenter; "
+                                       "null for non-tumour images", nullable=True),
+    _field("mask_source", pa.string(), "who made the mask: segmenter:<model version>", nullable=True),
+])
+
+# One row per generated attempt a filter rejected: sampled = released + rejected.
+MEMA_REJECTION = pa.schema(_CONDITION + [
+    _field("stage", pa.string(), "quality | identity | plausibility"),
+    _field("reason", pa.string(), "why, in words"),
+    _field("figure", pa.float32(), "the measured value the stage compared with its threshold", nullable=True),
+    _field("threshold", pa.float32(), "the stage's threshold", nullable=True),
+    _field("nearest_similarity", pa.float32(), "cosine to the nearest real patient, where measured", nullable=True),
+])
+
+# One row per released image, measured after the build by the held-out evaluator recogniser, which
+# no filter used: the privacy audit the dataset card reports.
+MEMA_AUDIT = pa.schema([
+    _field("sample_id", pa.string(), "the released image"),
+    _field("evaluator_similarity", pa.float32(), "cosine to the nearest real patient photo (evaluator)"),
+    _field("evaluator_threshold", pa.float32(), "the evaluator's match threshold"),
+])
+
+ALL = {"archive_photo": ARCHIVE_PHOTO, "identity_index": IDENTITY_INDEX, "quarantined_photo": QUARANTINED_PHOTO,
+       "mema_condition": MEMA_CONDITION, "mema_image": MEMA_IMAGE, "mema_rejection": MEMA_REJECTION,
+       "mema_audit": MEMA_AUDIT}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import string
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -27,11 +28,29 @@ PROMPT_WORDS = (
 ).split() + [w for name in DISEASES + TUMOUR_SITES for w in name.split("_")]
 
 
-def build_tokenizer(words=PROMPT_WORDS, max_length: int = 77):
-    """A CLIP BPE tokenizer, its merges learnt (by `tokenizers`' BPE trainer) so that each of `words`
-    is one token; every other letter, digit and punctuation mark is in the vocabulary on its own."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+TOKENIZER_DIR = Path(__file__).parent / "tokenizer"
+
+
+def build_tokenizer(max_length: int = 77):
+    """The demo's CLIP tokenizer, from the vocabulary and merges shipped in `medeid/models/tokenizer`.
+
+    They are a file, not rebuilt on each call, because the BPE trainer breaks ties in no fixed order:
+    two builds (two training workers) would give one prompt different token ids.
+    """
     from transformers import CLIPTokenizer
+
+    vocab = json.loads((TOKENIZER_DIR / "vocab.json").read_text())
+    lines = (TOKENIZER_DIR / "merges.txt").read_text().splitlines()
+    merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#")]
+    # transformers 5 ignores vocab_file/merges_file here: vocabulary and merges go in as objects.
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+
+
+def train_tokenizer(words=PROMPT_WORDS, directory: Path = TOKENIZER_DIR) -> None:
+    """Learn the BPE merges (`tokenizers`' trainer) that make each of `words` one token, and write the
+    vocabulary and merges that `build_tokenizer` reads; every other letter, digit and punctuation
+    mark is in the vocabulary on its own. Run again when the prompt vocabulary changes."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     alphabet = list(string.ascii_lowercase + string.digits + string.punctuation)
     bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
@@ -44,9 +63,10 @@ def build_tokenizer(words=PROMPT_WORDS, max_length: int = 77):
     for char in alphabet:  # a character may also end a word ("45" ends in "5</w>")
         for token in (char, char + "</w>"):
             vocab.setdefault(token, len(vocab))
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    # transformers 5 ignores vocab_file/merges_file here: vocabulary and merges go in as objects.
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+    merges = [m if isinstance(m, list) else m.split(" ") for m in model["merges"]]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.json").write_text(json.dumps(vocab, indent=0, sort_keys=True))
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
 
 
 @dataclass(frozen=True)

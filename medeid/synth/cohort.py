@@ -21,7 +21,7 @@ from medeid.synth.conditions import (
     Condition,
     sample_condition,
 )
-from medeid.synth.identity import SEXES, Identity, sample_identity
+from medeid.synth.identity import Identity, sample_identity
 from medeid.synth.nuisance import Nuisance, sample_nuisance
 from medeid.synth.render import Rendered, render
 

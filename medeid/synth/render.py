@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from medeid.synth.canvas import Canvas, ellipse_sd, mix, rotate, span_sd, stroke_sd
+from medeid.synth.canvas import Canvas, ellipse_sd, mix, span_sd, stroke_sd
 from medeid.synth.conditions import (
     CONJUNCTIVAL_REDNESS,
     PERIOCULAR_TUMOUR,

@@ -1,11 +1,13 @@
 """The tiny generator: real diffusers classes, an offline CLIP tokenizer, a save/load round trip."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from medeid import storage
-from medeid.models.generator import PROMPT_WORDS, build_tiny_pipeline, build_tokenizer, load_pipeline
+from medeid.models.generator import PROMPT_WORDS, build_tiny_pipeline, build_tokenizer, load_pipeline, train_tokenizer
 
 
 def test_tokenizer_keeps_prompt_words_whole_and_spells_the_rest():
@@ -17,6 +19,14 @@ def test_tokenizer_keeps_prompt_words_whole_and_spells_the_rest():
     unknown = tokenizer("zebra").input_ids
     assert len(unknown) == 2 + 5 and tokenizer.unk_token_id not in unknown[1:-1]  # letter by letter
     assert len(tokenizer("aged 45").input_ids) == 2 + 3  # digits one by one, as CLIP splits them
+    # Every worker builds its own: they must agree on every id.
+    assert build_tokenizer().get_vocab() == tokenizer.get_vocab()
+
+
+def test_retrained_tokenizer_keeps_new_words_whole(tmp_path):
+    train_tokenizer(["clinical", "photo", "chalazion"], tmp_path)
+    vocab = json.loads((tmp_path / "vocab.json").read_text())
+    assert "chalazion</w>" in vocab and "clinical</w>" in vocab and "ptosis</w>" not in vocab
 
 
 def test_pipeline_generates_and_round_trips_through_s3(tmp_path, bucket, monkeypatch):

@@ -1,0 +1,373 @@
+"""The MeMa build: condition rows -> generator actors -> face quality -> identity filter -> medical
+plausibility -> Parquet shards, streamed with Ray Data.
+
+Every row carries `stage`/`reason` columns: a stage that rejects a row fills them and later stages
+pass it through untouched, so one stream ends in one writer that puts released rows in `shards/`
+and rejected attempts in `rejections/`. Files are named by their rows' (sample id, attempt) pairs,
+so a batch retried after a crash overwrites its own files instead of adding copies.
+
+A condition row whose attempt is rejected is tried again with a new seed in the next round, up to
+`max_attempts`: rejections then thin no condition out, and released P(age, sex, disease) stays the
+requested one. A re-run reads what landed and carries on from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import torch
+
+from medeid import codecs, schema, storage
+from medeid.config import MemaConfig
+from medeid.mema.generation import FaceGenerator, keep_region
+from medeid.mema.prompts import prompt
+from medeid.models.generator import load_pipeline
+from medeid.models.identity import IdentityEmbedder
+from medeid.models.identity_index import IdentityIndex
+from medeid.models.medical import MedicalNet
+from medeid.synth.conditions import DISEASES, PERIOCULAR_TUMOUR
+
+CONDITIONS, SHARDS, REJECTIONS, AUDIT = "conditions", "shards", "rejections", "audit"
+STATISTICS = "statistics.json"
+STAGES = ("quality", "identity", "plausibility")
+ACTOR_CPUS = 0.5  # actors holding every CPU starve the tasks that feed them (see STACK-NOTES)
+
+
+def attempt_seed(seed: int, attempt: int) -> int:
+    """The generation seed of a row's `attempt`: the row's own seed first, then fresh ones."""
+    return int(seed) if attempt == 0 else int(np.random.default_rng([int(seed), attempt]).integers(0, 2**31 - 1))
+
+
+def _rejected(batch: dict) -> np.ndarray:
+    return np.array([bool(s) for s in batch["stage"]], dtype=bool)
+
+
+def _reject(batch: dict, i: int, stage: str, reason: str, figure: float, threshold: float) -> None:
+    batch["stage"][i], batch["reason"][i] = stage, reason
+    batch["figure"][i], batch["threshold"][i] = figure, threshold
+
+
+class GenerateFaces:
+    """Actor: the fine-tuned pipeline, loaded once; each batch of condition rows becomes images."""
+
+    def __init__(self, generator_uri: str, cfg: dict, template: str, archive_root: str | None = None,
+                 settings: storage.S3Settings | None = None):
+        self.cfg, self.template, self.archive_root, self.settings = MemaConfig(**cfg), template, archive_root, settings
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        pipe = load_pipeline(generator_uri, settings, dtype=torch.float16 if device == "cuda" else torch.float32)
+        self.generator = FaceGenerator(pipe.to(device), self.cfg.steps, self.cfg.guidance, self.cfg.strength)
+        self.version = _generator_version(generator_uri, settings)
+
+    def _source(self, key: str, mask_key: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+        image = codecs.decode(storage.read_bytes(storage.join(self.archive_root, key), self.settings))
+        mask = None
+        if mask_key:
+            mask = codecs.decode(storage.read_bytes(storage.join(self.archive_root, mask_key), self.settings), "L") > 127
+        return image, mask
+
+    def __call__(self, batch: dict) -> dict:
+        n = len(batch["sample_id"])
+        rows = [{k: batch[k][i] for k in ("age", "sex", "disease", "laterality")} | {
+            "findings": json.loads(batch["findings_json"][i])} for i in range(n)]
+        prompts = [prompt(r, self.template) for r in rows]
+        seeds = [int(s) for s in batch["seed"]]
+        sources = keep = None
+        if self.cfg.strategy != "txt2img":
+            loaded = [self._source(k, m or None) for k, m in zip(batch["source_key"], batch["source_mask_key"])]
+            sources = [image for image, _ in loaded]
+            keep = [keep_region(self.generator.resolution, mask) for _, mask in loaded]
+        images = self.generator.generate(prompts, seeds, self.cfg.strategy, sources, keep)
+        return {**batch, "image": images, "prompt": np.array(prompts, dtype=object),
+                "generator_version": np.array([self.version] * n, dtype=object),
+                "stage": np.array([""] * n, dtype=object), "reason": np.array([""] * n, dtype=object),
+                "figure": np.full(n, np.nan, np.float32), "threshold": np.full(n, np.nan, np.float32)}
+
+
+def _generator_version(uri: str, settings) -> str:
+    info = storage.join(uri, "generator.json")
+    if storage.exists(info, settings):
+        return json.loads(storage.read_bytes(info, settings))["version"]
+    return "unversioned:" + hashlib.sha256(uri.encode()).hexdigest()[:12]
+
+
+def face_quality(batch: dict, *, min_sharpness: float, min_contrast: float) -> dict:
+    """Task: reject blank, washed-out or blurred images (grey contrast, variance of the Laplacian)."""
+    n = len(batch["sample_id"])
+    sharpness = np.zeros(n, np.float32)
+    for i, image in enumerate(batch["image"]):
+        grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+        sharpness[i] = cv2.Laplacian(grey, cv2.CV_64F).var()
+        contrast = float(grey.std())
+        if contrast < min_contrast:
+            _reject(batch, i, "quality", f"too little contrast to hold a face (grey std {contrast:.1f})",
+                    contrast, min_contrast)
+        elif sharpness[i] < min_sharpness:
+            _reject(batch, i, "quality", f"blurred (Laplacian variance {sharpness[i]:.1f})", sharpness[i],
+                    min_sharpness)
+    return {**batch, "sharpness": sharpness}
+
+
+class IdentityFilter:
+    """Actor: embed each image and reject it when the nearest real patient is too close.
+
+    The threshold is the recogniser's match threshold (measured at its FAR on held-out patients)
+    minus a safety margin; with a detector in the pack, exactly one face must also be found.
+    """
+
+    def __init__(self, pack_uri: str, index_ref, margin: float, settings: storage.S3Settings | None = None):
+        self.embedder = IdentityEmbedder.from_uri(pack_uri, settings)
+        if self.embedder.match_threshold is None:
+            raise ValueError(f"the recogniser pack at {pack_uri} has no match_threshold in its pack.json: "
+                             f"the identity filter cannot tell a match from a stranger")
+        self.index = IdentityIndex.from_ref(index_ref)
+        self.threshold = float(self.embedder.match_threshold - margin)
+
+    def __call__(self, batch: dict) -> dict:
+        n = len(batch["sample_id"])
+        similarity = np.full(n, np.nan, np.float32)
+        todo = np.flatnonzero(~_rejected(batch))
+        if len(todo):
+            embedded = self.embedder.embed([np.ascontiguousarray(batch["image"][i]) for i in todo])
+            best, _ = self.index.max_similarity(embedded.vectors)
+            for j, i in enumerate(todo):
+                faces = int(embedded.faces_found[j])
+                if faces == 0 or faces > 1:
+                    _reject(batch, i, "quality", "no face found" if faces == 0 else f"{faces} faces found",
+                            faces, 1)
+                    continue
+                similarity[i] = best[j]
+                if best[j] >= self.threshold:
+                    _reject(batch, i, "identity", f"too close to a real patient (cosine {best[j]:.3f})", best[j],
+                            self.threshold)
+        return {**batch, "nearest_similarity": similarity,
+                "identity_threshold": np.full(n, self.threshold, np.float32)}
+
+
+class MedicalPlausibility:
+    """Actor: the medical classifier must see the conditioned disease; tumour images that pass get
+    the segmenter's lesion mask (MeMa-Seg)."""
+
+    def __init__(self, medical_uri: str, min_confidence: float = 0.0, settings: storage.S3Settings | None = None):
+        self.model = MedicalNet.from_uri(medical_uri, settings)
+        self.size = self.model.config.image_size
+        self.min_confidence = min_confidence
+        weights = storage.local_copy(medical_uri, settings) / "model.safetensors"
+        self.mask_source = "segmenter:" + hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+
+    def __call__(self, batch: dict) -> dict:
+        n = len(batch["sample_id"])
+        predicted = np.array([""] * n, dtype=object)
+        confidence = np.full(n, np.nan, np.float32)
+        masks = np.array([b""] * n, dtype=object)
+        todo = np.flatnonzero(~_rejected(batch))
+        if len(todo):
+            images = torch.from_numpy(np.stack([cv2.resize(np.ascontiguousarray(batch["image"][i]),
+                                                           (self.size, self.size), interpolation=cv2.INTER_CUBIC)
+                                                for i in todo]))
+            probabilities = self.model.classify(images)["disease"].numpy()
+            lesions = self.model.segment(images).numpy()
+            for j, i in enumerate(todo):
+                wanted = DISEASES.index(batch["disease"][i])
+                top = int(probabilities[j].argmax())
+                predicted[i], confidence[i] = DISEASES[top], probabilities[j, top]
+                if top != wanted:
+                    _reject(batch, i, "plausibility", f"the classifier sees {DISEASES[top]} "
+                            f"(p={probabilities[j, top]:.2f}), not {batch['disease'][i]}",
+                            probabilities[j, wanted], 0.5)
+                elif probabilities[j, top] < self.min_confidence:
+                    _reject(batch, i, "plausibility", f"the classifier is unsure (p={probabilities[j, top]:.2f})",
+                            probabilities[j, top], self.min_confidence)
+                elif batch["disease"][i] == PERIOCULAR_TUMOUR:
+                    side = batch["image"][i].shape[0]
+                    mask = cv2.resize(lesions[j].astype(np.uint8) * 255, (side, side), interpolation=cv2.INTER_NEAREST)
+                    masks[i] = codecs.encode(mask, "png")
+        return {**batch, "predicted_disease": predicted, "disease_confidence": confidence, "lesion_mask": masks,
+                "mask_source": np.array([self.mask_source if m else "" for m in masks], dtype=object)}
+
+
+def _part_name(batch: dict) -> str:
+    pairs = sorted(f"{s}:{a}" for s, a in zip(batch["sample_id"], batch["attempt"]))
+    return "part-" + hashlib.sha256("\n".join(pairs).encode()).hexdigest()[:24] + ".parquet"
+
+
+def _condition_columns(batch: dict, rows: np.ndarray) -> dict:
+    return {
+        "sample_id": [str(batch["sample_id"][i]) for i in rows],
+        "attempt": [int(batch["attempt"][i]) for i in rows],
+        "seed": [int(batch["seed"][i]) for i in rows],
+        "age": [int(batch["age"][i]) for i in rows],
+        "sex": [str(batch["sex"][i]) for i in rows],
+        "disease": [str(batch["disease"][i]) for i in rows],
+        "laterality": [str(batch["laterality"][i]) for i in rows],
+        "severity": [int(batch["severity"][i]) for i in rows],
+        "findings": [json.loads(batch["findings_json"][i]) for i in rows],
+        "strategy": [str(batch["strategy"][i]) for i in rows],
+    }
+
+
+def _optional_float(value) -> float | None:
+    return None if value is None or math.isnan(float(value)) else float(value)
+
+
+def released_table(batch: dict, rows: np.ndarray) -> pa.Table:
+    columns = _condition_columns(batch, rows) | {
+        "prompt": [str(batch["prompt"][i]) for i in rows],
+        "source_key": [str(batch["source_key"][i]) or None for i in rows],
+        "generator_version": [str(batch["generator_version"][i]) for i in rows],
+        "image": [codecs.encode(np.ascontiguousarray(batch["image"][i]), "png") for i in rows],
+        "width": [int(batch["image"][i].shape[1]) for i in rows],
+        "height": [int(batch["image"][i].shape[0]) for i in rows],
+        "sharpness": [float(batch["sharpness"][i]) for i in rows],
+        "nearest_similarity": [float(batch["nearest_similarity"][i]) for i in rows],
+        "identity_threshold": [float(batch["identity_threshold"][i]) for i in rows],
+        "predicted_disease": [str(batch["predicted_disease"][i]) for i in rows],
+        "disease_confidence": [float(batch["disease_confidence"][i]) for i in rows],
+        "lesion_mask": [bytes(batch["lesion_mask"][i]) or None for i in rows],
+        "mask_source": [str(batch["mask_source"][i]) or None for i in rows],
+    }
+    return pa.table(columns, schema=schema.MEMA_IMAGE)
+
+
+def rejected_table(batch: dict, rows: np.ndarray) -> pa.Table:
+    columns = _condition_columns(batch, rows) | {
+        "stage": [str(batch["stage"][i]) for i in rows],
+        "reason": [str(batch["reason"][i]) for i in rows],
+        "figure": [_optional_float(batch["figure"][i]) for i in rows],
+        "threshold": [_optional_float(batch["threshold"][i]) for i in rows],
+        "nearest_similarity": [_optional_float(batch["nearest_similarity"][i]) for i in rows],
+    }
+    return pa.table(columns, schema=schema.MEMA_REJECTION)
+
+
+def write_parts(batch: dict, *, output_uri: str, settings: storage.S3Settings | None = None) -> dict:
+    """Task: released rows to `shards/`, rejected attempts to `rejections/`; returns their counts."""
+    rejected = _rejected(batch)
+    name = _part_name(batch)
+    counts = {"released": 0, "rejected": 0}
+    for folder, rows, make in ((SHARDS, np.flatnonzero(~rejected), released_table),
+                               (REJECTIONS, np.flatnonzero(rejected), rejected_table)):
+        if len(rows):
+            _write_table(make(batch, rows), storage.join(output_uri, folder, name), settings)
+    counts = {"released": [int((~rejected).sum())], "rejected": [int(rejected.sum())]}
+    for stage in STAGES:
+        counts[f"rejected_{stage}"] = [int(sum(1 for s in batch["stage"] if s == stage))]
+    return counts
+
+
+def _write_table(table: pa.Table, uri: str, settings) -> None:
+    """One whole file or none: S3 puts are atomic; a local file is written aside and renamed."""
+    fs, path = storage.filesystem(uri, settings)
+    if storage.is_s3(uri):
+        pq.write_table(table, path, filesystem=fs)
+        return
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    pq.write_table(table, path + ".tmp", filesystem=fs)
+    fs.move(path + ".tmp", path)
+
+
+def read_landed(output_uri: str, folder: str, columns: list[str], settings=None) -> pa.Table:
+    """`columns` of every Parquet file under `<output>/<folder>`; empty when there are none."""
+    uri = storage.join(output_uri, folder)
+    table_schema = {SHARDS: schema.MEMA_IMAGE, REJECTIONS: schema.MEMA_REJECTION, CONDITIONS: schema.MEMA_CONDITION,
+                    AUDIT: schema.MEMA_AUDIT}[folder]
+    if not storage.exists(uri, settings) or not any(f.endswith(".parquet") for f in storage.list_files(uri, settings)):
+        return table_schema.empty_table().select(columns)
+    fs, path = storage.filesystem(uri, settings)
+    files = [storage.filesystem(f, settings)[1] for f in storage.list_files(uri, settings) if f.endswith(".parquet")]
+    return pq.ParquetDataset(files, filesystem=fs, schema=table_schema).read(columns=columns)
+
+
+@dataclass
+class Progress:
+    """What landed so far: attempts by (sample id) and the released sample ids."""
+
+    released: set[str] = field(default_factory=set)
+    attempts: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, output_uri: str, settings=None) -> "Progress":
+        released = read_landed(output_uri, SHARDS, ["sample_id", "attempt"], settings)
+        rejected = read_landed(output_uri, REJECTIONS, ["sample_id", "attempt"], settings)
+        attempts: dict[str, int] = {}
+        for table in (released, rejected):
+            for sample_id, attempt in zip(table["sample_id"].to_pylist(), table["attempt"].to_pylist()):
+                attempts[sample_id] = max(attempts.get(sample_id, 0), attempt + 1)
+        return cls(set(released["sample_id"].to_pylist()), attempts)
+
+
+def pending_rows(conditions: list[dict], progress: Progress, cfg: MemaConfig, sources: "SourcePicker | None") -> list[dict]:
+    """One attempt for each row not yet released that has attempts left, ready for the stream."""
+    rows = []
+    for row in conditions:
+        attempt = progress.attempts.get(row["sample_id"], 0)
+        if row["sample_id"] in progress.released or attempt >= cfg.max_attempts:
+            continue
+        seed = attempt_seed(row["seed"], attempt)
+        source_key, mask_key = sources.pick(row, seed) if sources else ("", "")
+        rows.append({"sample_id": row["sample_id"], "attempt": attempt, "seed": seed, "age": int(row["age"]),
+                     "sex": row["sex"], "disease": row["disease"], "laterality": row["laterality"],
+                     "severity": int(row["severity"]), "findings_json": json.dumps(list(row["findings"])),
+                     "strategy": cfg.strategy, "source_key": source_key, "source_mask_key": mask_key})
+    return rows
+
+
+class SourcePicker:
+    """img2img and inpaint: a real photo with the row's condition (same disease and laterality when
+    there is one), drawn by the attempt's seed."""
+
+    def __init__(self, metadata: pa.Table):
+        self.by_condition: dict[tuple, list[tuple[str, str]]] = {}
+        for row in metadata.select(["photo_key", "mask_key", "disease", "laterality"]).to_pylist():
+            entry = (row["photo_key"], row["mask_key"] or "")
+            self.by_condition.setdefault((row["disease"], row["laterality"]), []).append(entry)
+            self.by_condition.setdefault((row["disease"],), []).append(entry)
+
+    def pick(self, row: dict, seed: int) -> tuple[str, str]:
+        options = self.by_condition.get((row["disease"], row["laterality"])) or self.by_condition.get((row["disease"],))
+        if not options:
+            raise ValueError(f"no real photo of {row['disease']} to start {row['sample_id']} from")
+        return options[int(np.random.default_rng(seed).integers(len(options)))]
+
+
+@dataclass(frozen=True)
+class Models:
+    generator: str
+    recognizer: str
+    medical: str
+    index: str
+    evaluator: str | None = None
+    evaluator_index: str | None = None
+
+
+def mema_stream(rows: list[dict], models: Models, index_ref, cfg: MemaConfig, template: str, output_uri: str,
+                archive_root: str, settings=None) -> ray.data.Dataset:
+    """The stream of one round: its rows are written as a side effect; it yields their counts."""
+    blocks = max(1, math.ceil(len(rows) / cfg.batch_size))
+    actor_cpus = 1.0 if cfg.gpus_per_generator else ACTOR_CPUS
+    return (
+        ray.data.from_items(rows, override_num_blocks=blocks)
+        .map_batches(GenerateFaces, batch_size=cfg.batch_size, batch_format="numpy",
+                     fn_constructor_kwargs={"generator_uri": models.generator, "cfg": asdict(cfg), "template": template,
+                                            "archive_root": archive_root, "settings": settings},
+                     compute=ray.data.ActorPoolStrategy(size=cfg.generator_actors), num_cpus=actor_cpus,
+                     num_gpus=cfg.gpus_per_generator or None)
+        .map_batches(face_quality, batch_format="numpy", batch_size=cfg.batch_size, num_cpus=ACTOR_CPUS,
+                     fn_kwargs={"min_sharpness": cfg.min_sharpness, "min_contrast": cfg.min_contrast})
+        .map_batches(IdentityFilter, batch_size=cfg.batch_size, batch_format="numpy",
+                     fn_constructor_args=(models.recognizer, index_ref, cfg.identity_margin, settings),
+                     compute=ray.data.ActorPoolStrategy(size=cfg.filter_actors), num_cpus=ACTOR_CPUS)
+        .map_batches(MedicalPlausibility, batch_size=cfg.batch_size, batch_format="numpy",
+                     fn_constructor_kwargs={"medical_uri": models.medical, "min_confidence": cfg.min_confidence,
+                                            "settings": settings},
+                     compute=ray.data.ActorPoolStrategy(size=cfg.filter_actors), num_cpus=ACTOR_CPUS)
+        .map_batches(write_parts, batch_format="numpy", batch_size=cfg.batch_size, num_cpus=ACTOR_CPUS,
+                     fn_kwargs={"output_uri": output_uri, "settings": settings})
+    )

@@ -1,0 +1,125 @@
+"""build_mema end to end: `ray job submit` to a `ray start --head` cluster, a killed run resumed,
+and real photos fed to the identity filter as if generated."""
+
+import json
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from medeid import codecs, schema, storage
+from medeid.devstack import RayHead
+from medeid.models.identity_index import IdentityIndex
+from medeid.pipelines.identity_index import build_identity_index
+from medeid.pipelines.mema import CONDITIONS, REJECTIONS, SHARDS, IdentityFilter, read_landed
+
+COLUMNS = ["sample_id", "attempt", "disease"]
+
+
+@pytest.fixture(scope="module")
+def head(s3):
+    with RayHead(env=s3.env) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def config_path(mema_world, tmp_path_factory, write_mema_config):
+    return write_mema_config(mema_world, tmp_path_factory.mktemp("mema-config"), batch_size=2)
+
+
+def build_command(world: dict, output: str, config: str) -> list[str]:
+    return ["python", "jobs/build_mema.py", "--archive", world["archive"], "--models", world["models"],
+            "--output", output, "--config", config]
+
+
+@pytest.fixture(scope="module")
+def clean_run(head, mema_world, config_path):
+    output = f"{mema_world['root']}/mema-clean"
+    job = head.submit(build_command(mema_world, output, config_path), capture=True, timeout_s=600)
+    assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
+    return output, job.stdout
+
+
+def landed(output: str):
+    return (read_landed(output, SHARDS, COLUMNS).to_pylist(), read_landed(output, REJECTIONS, COLUMNS + ["stage"])
+            .to_pylist())
+
+
+def test_build_mema_via_ray_job_submit(clean_run, mema_world):
+    output, stdout = clean_run
+    released, rejected = landed(output)
+    requested = read_landed(output, CONDITIONS, ["sample_id", "disease"]).to_pylist()
+    assert len(requested) == 12
+    released_ids = [r["sample_id"] for r in released]
+    assert released and len(set(released_ids)) == len(released_ids)
+    # Only the calibrated disease passes the untrained classifier; the other is retried, then left unfilled.
+    assert {r["disease"] for r in released} == {mema_world["calibrated_disease"]}
+    assert rejected and {r["stage"] for r in rejected} == {"plausibility"}
+    other = [r["sample_id"] for r in requested if r["disease"] == mema_world["other_disease"]]
+    assert sorted(r["sample_id"] for r in rejected) == sorted(other * 2)  # max_attempts = 2
+    unfilled = len(other)
+    assert (f"sampled {len(released) + len(rejected)} = released {len(released)} + rejected {len(rejected)}"
+            in stdout)
+    assert f"requested 12 = released {len(released)} + unfilled {unfilled}: reconciled" in stdout
+
+    fs, path = storage.filesystem(f"{output}/{SHARDS}")
+    shards = pq.read_table(path, filesystem=fs)
+    assert shards.schema.equals(schema.MEMA_IMAGE, check_metadata=False)
+    first = shards.slice(0, 1).to_pylist()[0]
+    assert codecs.decode(first["image"]).shape == (32, 32, 3)
+    assert first["prompt"].startswith("a clinical photo of a") and first["generator_version"]
+    assert first["nearest_similarity"] < first["identity_threshold"] == pytest.approx(0.99)
+    audit = read_landed(output, "audit", ["sample_id", "evaluator_similarity"]).to_pylist()
+    assert sorted(a["sample_id"] for a in audit) == sorted(released_ids)
+    card = storage.read_bytes(f"{output}/card/README.md").decode()
+    assert "MeMa" in card and storage.exists(f"{output}/card/similarity.png")
+    run = json.loads(storage.read_bytes(f"{output}/run.json"))
+    assert run["reconciled"] and run["released"] == len(released)
+
+
+def test_a_killed_build_resumes_without_duplicates_or_gaps(clean_run, head, mema_world, config_path):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    output = f"{mema_world['root']}/mema-killed"
+    client = JobSubmissionClient(head.address)
+    job_id = client.submit_job(entrypoint=" ".join(build_command(mema_world, output, config_path)),
+                               runtime_env={"working_dir": "."})
+    deadline = time.monotonic() + 300
+    while not any(f.endswith(".parquet") for f in storage.list_files(f"{output}/{SHARDS}")
+                  if storage.exists(f"{output}/{SHARDS}")):
+        assert client.get_job_status(job_id) in (JobStatus.PENDING, JobStatus.RUNNING), client.get_job_logs(job_id)
+        assert time.monotonic() < deadline, "no shard landed in 300 s"
+        time.sleep(0.5)
+    client.stop_job(job_id)
+    while client.get_job_status(job_id) not in (JobStatus.STOPPED, JobStatus.SUCCEEDED, JobStatus.FAILED):
+        time.sleep(0.5)
+    assert client.get_job_status(job_id) == JobStatus.STOPPED
+    before, _ = landed(output)
+
+    job = head.submit(build_command(mema_world, output, config_path), capture=True, timeout_s=600)
+    assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
+    released, rejected = landed(output)
+    attempts = [(r["sample_id"], r["attempt"]) for r in released + rejected]
+    assert len(attempts) == len(set(attempts))  # nothing written twice
+    assert {r["sample_id"] for r in before} <= {r["sample_id"] for r in released}  # nothing lost
+    clean_released, clean_rejected = landed(clean_run[0])
+    assert sorted(r["sample_id"] for r in released) == sorted(r["sample_id"] for r in clean_released)
+    assert len(rejected) == len(clean_rejected)
+
+
+def test_real_photos_fed_as_generated_are_all_rejected(mema_world, bucket):
+    """The archive's own photos, as if the generator had drawn them: every one matches its patient."""
+    recognizer = f"{mema_world['models']}/recognizer"
+    build_identity_index(mema_world["archive"], recognizer, f"{bucket}/index")
+    index = IdentityIndex.from_uri(f"{bucket}/index")
+    keys = mema_world["metadata"]["photo_key"].to_pylist()
+    images = np.stack([codecs.decode(storage.read_bytes(f"{mema_world['archive']}/{k}")) for k in keys])
+    n = len(keys)
+    batch = {"sample_id": np.array(keys, dtype=object), "image": images,
+             "stage": np.array([""] * n, dtype=object), "reason": np.array([""] * n, dtype=object),
+             "figure": np.full(n, np.nan, np.float32), "threshold": np.full(n, np.nan, np.float32)}
+    out = IdentityFilter(recognizer, index.to_ref(), margin=0.0)(batch)
+    assert n == 60 and list(out["stage"]) == ["identity"] * n
+    assert all("too close to a real patient" in r for r in out["reason"])
+    assert (out["nearest_similarity"] >= 0.99).all()
