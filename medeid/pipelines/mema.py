@@ -50,6 +50,11 @@ def _rejected(batch: dict) -> np.ndarray:
     return np.array([bool(s) for s in batch["stage"]], dtype=bool)
 
 
+def _own(batch: dict) -> dict:
+    """The batch with its verdict columns copied: Ray Data hands stages read-only arrays."""
+    return {**batch, **{k: np.array(batch[k], copy=True) for k in ("stage", "reason", "figure", "threshold")}}
+
+
 def _reject(batch: dict, i: int, stage: str, reason: str, figure: float, threshold: float) -> None:
     batch["stage"][i], batch["reason"][i] = stage, reason
     batch["figure"][i], batch["threshold"][i] = figure, threshold
@@ -100,7 +105,7 @@ def _generator_version(uri: str, settings) -> str:
 
 def face_quality(batch: dict, *, min_sharpness: float, min_contrast: float) -> dict:
     """Task: reject blank, washed-out or blurred images (grey contrast, variance of the Laplacian)."""
-    n = len(batch["sample_id"])
+    batch, n = _own(batch), len(batch["sample_id"])
     sharpness = np.zeros(n, np.float32)
     for i, image in enumerate(batch["image"]):
         grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
@@ -131,7 +136,7 @@ class IdentityFilter:
         self.threshold = float(self.embedder.match_threshold - margin)
 
     def __call__(self, batch: dict) -> dict:
-        n = len(batch["sample_id"])
+        batch, n = _own(batch), len(batch["sample_id"])
         similarity = np.full(n, np.nan, np.float32)
         todo = np.flatnonzero(~_rejected(batch))
         if len(todo):
@@ -163,7 +168,7 @@ class MedicalPlausibility:
         self.mask_source = "segmenter:" + hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
 
     def __call__(self, batch: dict) -> dict:
-        n = len(batch["sample_id"])
+        batch, n = _own(batch), len(batch["sample_id"])
         predicted = np.array([""] * n, dtype=object)
         confidence = np.full(n, np.nan, np.float32)
         masks = np.array([b""] * n, dtype=object)
