@@ -1,6 +1,7 @@
 """Speed and memory figures, each against a baseline measured in the same run.
 
     python jobs/benchmark.py index [--rows 1000000]
+    python jobs/benchmark.py mema [--samples 96]
 """
 
 import argparse
@@ -13,9 +14,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suite", choices=[*SUITES, "all"])
     parser.add_argument("--rows", type=int, default=1_000_000, help="index suite: embeddings in the index")
+    parser.add_argument("--samples", type=int, default=96, help="mema suite: images generated per run")
     args = parser.parse_args()
     for name in SUITES if args.suite == "all" else [args.suite]:
-        kwargs = {"rows": args.rows} if name == "index" else {}
+        kwargs = {"index": {"rows": args.rows}, "mema": {"samples": args.samples}}.get(name, {})
         print(markdown(name, SUITES[name](**kwargs)), flush=True)
     return 0
 

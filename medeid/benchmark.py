@@ -62,7 +62,90 @@ def suite_index(rows: int = 1_000_000, dim: int = 512, batch: int = 64, chunk_ro
     ]
 
 
-SUITES = {"index": suite_index}
+def _mema_models(directory, resolution: int, index_rows: int, seed: int = 0):
+    """Untrained models of the real classes (speed does not depend on training) and a random index."""
+    import torch
+
+    from medeid.models.export import export_recognizer_pack
+    from medeid.models.generator import TinyGeneratorConfig, build_tiny_pipeline
+    from medeid.models.medical import MedicalNet
+    from medeid.models.recognizer import Recognizer
+    from medeid.pipelines.mema import Models
+
+    torch.manual_seed(seed)
+    export_recognizer_pack(Recognizer("resnet"), f"{directory}/recognizer", {"match_threshold": 0.99})
+    MedicalNet().save(f"{directory}/medical")
+    build_tiny_pipeline(TinyGeneratorConfig(resolution=resolution), seed=seed).save_pretrained(f"{directory}/generator")
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((index_rows, 512), dtype=np.float32)
+    index = IdentityIndex((vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float16),
+                          [f"P{i}" for i in range(index_rows)], [f"k{i}" for i in range(index_rows)])
+    return Models(generator=f"{directory}/generator", recognizer=f"{directory}/recognizer",
+                  medical=f"{directory}/medical", index=""), index
+
+
+def suite_mema(samples: int = 96, batch_size: int = 16, steps: int = 10, resolution: int = 64,
+               index_rows: int = 4800) -> list[tuple]:
+    """build_mema's stages (generate, quality, identity, plausibility, write) through Ray Data with one
+    and with two generator actors, against the same stage objects in a bare Python loop."""
+    import tempfile
+    from dataclasses import asdict, replace
+
+    import ray
+
+    from medeid.config import MemaConfig
+    from medeid.pipelines.mema import (GenerateFaces, IdentityFilter, MedicalPlausibility, Progress, face_quality,
+                                       mema_stream, pending_rows, write_parts)
+
+    template = "a clinical photo of a {sex} patient aged {age_band} with {condition}"
+    cfg = MemaConfig(samples=samples, steps=steps, batch_size=batch_size, min_sharpness=0, min_contrast=0,
+                     max_attempts=1, strategy="txt2img")
+    conditions = [{"sample_id": f"bench-{i:06d}", "seed": i, "age": 20 + i % 60, "sex": ("female", "male")[i % 2],
+                   "disease": "ptosis", "laterality": "left", "severity": 2, "findings": ["moderate", "upper lid droop"]}
+                  for i in range(samples)]
+    rows = pending_rows(conditions, Progress(), cfg, None)
+    with tempfile.TemporaryDirectory() as directory:
+        models, index = _mema_models(directory, resolution, index_rows)
+        parts = {"embeddings": index.embeddings, "patient_ids": index.patient_ids, "photo_keys": index.photo_keys,
+                 "model": None, "chunk_rows": index.chunk_rows}
+        stages = [GenerateFaces(models.generator, asdict(cfg), template),
+                  lambda b: face_quality(b, min_sharpness=0, min_contrast=0),
+                  IdentityFilter(models.recognizer, parts, cfg.identity_margin),
+                  MedicalPlausibility(models.medical)]
+
+        def bare_loop():
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start:start + batch_size]
+                batch = {k: np.array([r[k] for r in chunk], dtype=object if isinstance(chunk[0][k], str) else None)
+                         for k in chunk[0]}
+                for stage in stages:
+                    batch = stage(batch)
+                write_parts(batch, output_uri=f"{directory}/bare")
+
+        bare_s = _timed(bare_loop, 1)
+        started_here = not ray.is_initialized()
+        if started_here:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        ref = index.to_ref()
+        figures = {}
+        for actors in (1, 2):
+            run_cfg = replace(cfg, generator_actors=actors, filter_actors=1)
+            out = f"{directory}/ray-{actors}"
+            figures[actors] = _timed(lambda: sum(1 for _ in mema_stream(rows, models, ref, run_cfg, template, out,
+                                                                        "", None).iter_rows()), 1)
+        if started_here:
+            ray.shutdown()
+    return [
+        ("images", samples, "images", f"{resolution} px, {steps} denoising steps, batch {batch_size}"),
+        ("bare Python loop", samples / bare_s, "images/s", "the same stage objects, one process"),
+        ("Ray Data, 1 generator actor", samples / figures[1], "images/s", "includes actor start-up"),
+        ("Ray Data, 2 generator actors", samples / figures[2], "images/s", "includes actor start-up"),
+        ("1 actor / bare loop", bare_s / figures[1], "x", "DESIGN bar: >= 0.9"),
+        ("2 actors / bare loop", bare_s / figures[2], "x", "DESIGN bar: >= 1.7 on 2 cores"),
+    ]
+
+
+SUITES = {"index": suite_index, "mema": suite_mema}
 
 
 def markdown(suite: str, rows: list[tuple]) -> str:

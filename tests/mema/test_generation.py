@@ -11,6 +11,7 @@ from medeid.config import MemaConfig
 from medeid.mema.generation import FaceGenerator, keep_region
 from medeid.mema.prompts import prompt
 from medeid.models.generator import TinyGeneratorConfig, build_tiny_pipeline
+from medeid.mema.build import clear_output
 from medeid.pipelines.mema import (REJECTIONS, SHARDS, Progress, attempt_seed, face_quality, pending_rows,
                                    read_landed, write_parts)
 
@@ -112,3 +113,5 @@ def test_parts_are_written_once_per_batch_and_progress_reads_them(tmp_path):
     assert rows[0]["seed"] == attempt_seed(101, 1) != 101 and rows[1]["seed"] == 103
     assert pending_rows(conditions, Progress(progress.released, {**progress.attempts, "mema-0-00000001": 2}),
                         MemaConfig(max_attempts=2), None)[0]["sample_id"] == "mema-0-00000003"
+    clear_output(out)  # what --overwrite does before a build
+    assert Progress.read(out).released == set() and not storage.list_files(out)
