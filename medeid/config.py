@@ -101,6 +101,9 @@ class GeneratorConfig:
     mixed_precision: str = "no"  # no | fp16 | bf16 (CUDA only)
     vae_pretrain_epochs: int = 2  # tiny base only
     num_workers: int = 2
+    # Torch threads in each worker; 0 keeps Ray's (one per requested CPU). One worker with every core
+    # beats two single-threaded DDP workers on a 2-core machine (no gradient all-reduce).
+    threads_per_worker: int = 0
     use_gpu: bool = False
     seed: int = 0
 

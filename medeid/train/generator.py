@@ -184,6 +184,8 @@ def train_loop_per_worker(config: dict) -> None:
     cfg = GeneratorConfig(**config["generator"])
     settings = config["settings"]
     torch.manual_seed(cfg.seed + ray.train.get_context().get_world_rank())
+    if cfg.threads_per_worker:
+        torch.set_num_threads(cfg.threads_per_worker)
     device = get_device()
     pipe = base_pipeline(cfg, settings).to(device)
     shard = ray.train.get_dataset_shard("train")
