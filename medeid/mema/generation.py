@@ -2,8 +2,8 @@
 
 - txt2img: the fine-tuned model alone, from the text condition;
 - img2img: a real photo with the same condition, re-drawn at `strength` (0 keeps it, 1 ignores it);
-- inpaint: a real photo's face re-drawn while its lesion region (the tumour mask, or the periocular
-  band for conditions without a mask) is kept, pixel for pixel, through a feathered composite.
+- inpaint: a real photo's face re-drawn while its diagnostic region (the eye region, brows to lower
+  lids, and the tumour mask) is kept, pixel for pixel, through a feathered composite.
 
 Each row draws from its own seeded generator, so an image depends on its row and seed only, never
 on which other rows share its batch: a re-run reproduces every attempt.
@@ -15,21 +15,21 @@ import cv2
 import numpy as np
 import torch
 
-from medeid.models.medical import MedicalNetConfig
-
 STRATEGIES = ("txt2img", "img2img", "inpaint")
+# Rows of the aligned face that hold the eye signs (brows to lower lids), as fractions of its height.
+# Narrower than the medical model's band on purpose: everything kept is a real patient's.
+EYE_ROWS = (0.32, 0.54)
 FEATHER_PX = 3  # edge of the kept region, blended over this many pixels
 
 
 def keep_region(size: int, lesion_mask: np.ndarray | None) -> np.ndarray:
-    """Float mask (size, size) in [0, 1], 1 where inpainting keeps the source: the lesion mask dilated,
-    or, without one, the periocular band the medical model reads."""
+    """Float mask (size, size) in [0, 1], 1 where inpainting keeps the source: the eye region and the
+    lesion mask if there is one; feathered outwards."""
     core = np.zeros((size, size), np.float32)
-    if lesion_mask is not None and lesion_mask.any():
-        core = cv2.resize(lesion_mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(np.float32)
-    else:
-        top, end = MedicalNetConfig().band_rows(size)
-        core[top:end] = 1.0
+    core[round(EYE_ROWS[0] * size):round(EYE_ROWS[1] * size)] = 1.0
+    if lesion_mask is not None and lesion_mask.any():  # a lesion may reach past the eye rows
+        lesion = cv2.resize(lesion_mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+        core = np.maximum(core, lesion.astype(np.float32))
     # Feathered outwards only: every pixel of the region itself is kept whole.
     grown = cv2.dilate(core, np.ones((3, 3), np.uint8), iterations=FEATHER_PX)
     return np.maximum(core, cv2.GaussianBlur(grown, (0, 0), FEATHER_PX / 2))

@@ -48,14 +48,15 @@ def test_img2img_stays_near_its_source_and_inpainting_keeps_the_lesion(generator
     rng = np.random.default_rng(0)
     source = (rng.uniform(0, 255, (32, 32, 3))).astype(np.uint8)
     lesion = np.zeros((32, 32), bool)
-    lesion[12:18, 6:12] = True
+    lesion[18:24, 6:12] = True  # below the eye rows (10..16 of 32)
     keep = keep_region(32, lesion)
-    assert keep[14, 8] == pytest.approx(1.0, abs=1e-3) and keep[2, 28] == 0.0
+    assert keep[21, 8] == 1.0 and keep[12, 28] == 1.0 and keep[28, 28] == 0.0
     drawn = generator.generate(["a clinical photo of a patient"], [1], "inpaint", [source], [keep])[0]
-    np.testing.assert_allclose(drawn[14, 8], source[14, 8], atol=1)  # the kept lesion is the real one
+    np.testing.assert_allclose(drawn[21, 8], source[21, 8], atol=1)  # the kept lesion is the real one
+    np.testing.assert_allclose(drawn[12, 28], source[12, 28], atol=1)  # and so are the eyes
     assert np.abs(drawn.astype(int) - source).mean() > 5  # the rest was redrawn
     without_lesion = keep_region(32, None)
-    assert without_lesion[16].min() == 1.0 and without_lesion[-1].max() == 0.0  # the periocular band
+    assert without_lesion[12].min() == 1.0 and without_lesion[-1].max() == 0.0  # the eye rows
     with pytest.raises(ValueError, match="source photo"):
         generator.generate(["x"], [0], "img2img")
     with pytest.raises(ValueError, match="unknown strategy"):
