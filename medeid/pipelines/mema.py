@@ -256,7 +256,6 @@ def write_parts(batch: dict, *, output_uri: str, settings: storage.S3Settings | 
     """Task: released rows to `shards/`, rejected attempts to `rejections/`; returns their counts."""
     rejected = _rejected(batch)
     name = _part_name(batch)
-    counts = {"released": 0, "rejected": 0}
     for folder, rows, make in ((SHARDS, np.flatnonzero(~rejected), released_table),
                                (REJECTIONS, np.flatnonzero(rejected), rejected_table)):
         if len(rows):
@@ -285,7 +284,7 @@ def read_landed(output_uri: str, folder: str, columns: list[str], settings=None)
                     AUDIT: schema.MEMA_AUDIT}[folder]
     if not storage.exists(uri, settings) or not any(f.endswith(".parquet") for f in storage.list_files(uri, settings)):
         return table_schema.empty_table().select(columns)
-    fs, path = storage.filesystem(uri, settings)
+    fs, _ = storage.filesystem(uri, settings)
     files = [storage.filesystem(f, settings)[1] for f in storage.list_files(uri, settings) if f.endswith(".parquet")]
     return pq.ParquetDataset(files, filesystem=fs, schema=table_schema).read(columns=columns)
 
