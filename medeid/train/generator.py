@@ -117,16 +117,23 @@ def save_weights(pipe, directory: str | Path, cfg: GeneratorConfig, vae_trained:
         pipe.vae.save_pretrained(directory / "vae")
 
 
+def load_trained_vae(pipe, directory: str | Path) -> None:
+    """A checkpoint's pretrained VAE (tiny base only) and its measured latent scale, if it has one."""
+    from diffusers import AutoencoderKL
+
+    if (Path(directory) / "vae").exists():
+        trained = AutoencoderKL.from_pretrained(Path(directory) / "vae")
+        pipe.vae.load_state_dict(trained.state_dict())
+        pipe.vae.register_to_config(scaling_factor=trained.config.scaling_factor)
+
+
 def load_weights(pipe, directory: str | Path, cfg: GeneratorConfig) -> None:
     """The inverse of `save_weights`, onto a base pipeline."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel
 
     directory = Path(directory)
-    if (directory / "vae").exists():
-        pipe.vae.load_state_dict(AutoencoderKL.from_pretrained(directory / "vae").state_dict())
-        pipe.vae.register_to_config(scaling_factor=json.loads((directory / "vae" / "config.json").read_text())
-                                    ["scaling_factor"])
+    load_trained_vae(pipe, directory)
     if cfg.finetune == "lora":
         pipe.load_lora_weights(str(directory / "lora"), adapter_name="mema")
     else:
@@ -199,8 +206,7 @@ def train_loop_per_worker(config: dict) -> None:
 
                 add_lora(pipe.unet, cfg.lora_rank)
                 set_peft_model_state_dict(pipe.unet, state["lora"])  # peft's own keys, not diffusers'
-                if (Path(directory) / "vae").exists():
-                    load_weights_vae_only(pipe, directory)
+                load_trained_vae(pipe, directory)
             else:
                 load_weights(pipe, directory, cfg)
     elif vae_trained and cfg.vae_pretrain_epochs:
@@ -268,14 +274,6 @@ def train_loop_per_worker(config: dict) -> None:
         _report(pipe, cfg, vae_trained, metrics, optimizer, ema, params, epoch, step)
         if config.get("fail_after_epoch") == epoch and state is None:
             raise RuntimeError(f"injected failure after epoch {epoch}")
-
-
-def load_weights_vae_only(pipe, directory) -> None:
-    from diffusers import AutoencoderKL
-
-    trained = AutoencoderKL.from_pretrained(Path(directory) / "vae")
-    pipe.vae.load_state_dict(trained.state_dict())
-    pipe.vae.register_to_config(scaling_factor=trained.config.scaling_factor)
 
 
 def _report(pipe, cfg, vae_trained, metrics, optimizer, ema, params, epoch, step) -> None:
