@@ -119,11 +119,12 @@ class MemaConfig:
     steps: int = 25
     guidance: float = 3.0
     strength: float = 0.75  # img2img and inpaint: how much of the source is re-drawn
-    max_attempts: int = 4  # generations per condition row before it is left unfilled
+    max_attempts: int = 4  # generations per condition row before it is left unfilled (over all rounds)
     batch_size: int = 16  # rows per generator call
     generator_actors: int = 1
     filter_actors: int = 1
     gpus_per_generator: float = 0.0
+    threads_per_generator: int = 0  # torch threads in each CPU generator actor; 0 keeps Ray's one per CPU
     identity_margin: float = 0.05  # reject at the recogniser's match threshold minus this
     min_sharpness: float = 5.0  # variance of the Laplacian, on the 0..255 grey image
     min_contrast: float = 12.0  # standard deviation of the grey image

@@ -97,8 +97,12 @@ MEMA_IMAGE = pa.schema(_CONDITION + [
 ])
 
 # One row per generated attempt a filter rejected: sampled = released + rejected.
+# The MeMa build's verdict stages, in the order it applies them. `surplus`: an attempt that passed
+# every filter after another attempt of its condition row, in the same round, already had.
+MEMA_STAGES = ("quality", "identity", "plausibility", "surplus")
+
 MEMA_REJECTION = pa.schema(_CONDITION + [
-    _field("stage", pa.string(), "quality | identity | plausibility"),
+    _field("stage", pa.string(), " | ".join(MEMA_STAGES)),
     _field("reason", pa.string(), "why, in words"),
     _field("figure", pa.float32(), "the measured value the stage compared with its threshold", nullable=True),
     _field("threshold", pa.float32(), "the stage's threshold", nullable=True),

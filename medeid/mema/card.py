@@ -38,7 +38,7 @@ from medeid.synth.contact_sheet import image_grid
 
 CONDITIONS, SHARDS, REJECTIONS, AUDIT, STATISTICS, CARD = (
     "conditions", "shards", "rejections", "audit", "statistics.json", "card")
-STAGES = ("quality", "identity", "plausibility")  # in the order the build applies them
+STAGES = schema.MEMA_STAGES
 TV_BAR = 0.05
 AGREEMENT_BAR = 0.90
 TOP_REASONS = 10

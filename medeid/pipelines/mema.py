@@ -6,14 +6,20 @@ pass it through untouched, so one stream ends in one writer that puts released r
 and rejected attempts in `rejections/`. Files are named by their rows' (sample id, attempt) pairs,
 so a batch retried after a crash overwrites its own files instead of adding copies.
 
-A condition row whose attempt is rejected is tried again with a new seed in the next round, up to
-`max_attempts`: rejections then thin no condition out, and released P(age, sex, disease) stays the
-requested one. A re-run reads what landed and carries on from there.
+A condition row whose attempts are all rejected is tried again with new seeds in the next round, up
+to `max_attempts`: rejections then thin no condition out, and released P(age, sex, disease) stays
+the requested one. Each round doubles a pending row's attempts so far (1, then 2 more, then 4 ...):
+a round's start-up costs as much as a hundred small images, so rows that keep failing get a group
+of attempts at once. The stream keeps each group in one block, so the writer sees it whole and
+releases its first attempt that passed; later ones that also passed are recorded as `surplus`. A
+row's group depends only on what landed for that row, so a re-run after a crash reads what landed
+and carries on exactly as an uninterrupted run would have.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -37,7 +43,7 @@ from medeid.synth.conditions import DISEASES, PERIOCULAR_TUMOUR
 
 CONDITIONS, SHARDS, REJECTIONS, AUDIT = "conditions", "shards", "rejections", "audit"
 STATISTICS = "statistics.json"
-STAGES = ("quality", "identity", "plausibility")
+STAGES = schema.MEMA_STAGES
 ACTOR_CPUS = 0.5  # actors holding every CPU starve the tasks that feed them (see STACK-NOTES)
 
 
@@ -66,6 +72,8 @@ class GenerateFaces:
     def __init__(self, generator_uri: str, cfg: dict, template: str, archive_root: str | None = None,
                  settings: storage.S3Settings | None = None):
         self.cfg, self.template, self.archive_root, self.settings = MemaConfig(**cfg), template, archive_root, settings
+        if self.cfg.threads_per_generator:  # Ray gives a fractional-CPU actor one thread
+            torch.set_num_threads(self.cfg.threads_per_generator)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         pipe = load_pipeline(generator_uri, settings, dtype=torch.float16 if device == "cuda" else torch.float32)
         self.generator = FaceGenerator(pipe.to(device), self.cfg.steps, self.cfg.guidance, self.cfg.strength)
@@ -252,8 +260,28 @@ def rejected_table(batch: dict, rows: np.ndarray) -> pa.Table:
     return pa.table(columns, schema=schema.MEMA_REJECTION)
 
 
+def settle_groups(batch: dict) -> dict:
+    """Each condition row's attempt group: the first attempt that passed every filter is released,
+    later ones that passed too become `surplus`. A group must be whole in its batch."""
+    batch = _own(batch)
+    rows_of: dict[str, list[int]] = {}
+    for i, sample_id in enumerate(batch["sample_id"]):
+        rows_of.setdefault(str(sample_id), []).append(i)
+    for sample_id, rows in rows_of.items():
+        expected = int(batch["group_size"][rows[0]])
+        if len(rows) != expected:
+            raise RuntimeError(f"the attempt group of {sample_id} reached the writer split ({len(rows)} of "
+                               f"{expected} attempts in one batch): releasing from it could duplicate the row")
+        passed = sorted((int(batch["attempt"][i]), i) for i in rows if not batch["stage"][i])
+        for _, i in passed[1:]:
+            _reject(batch, i, "surplus", f"the row was filled by its attempt {passed[0][0]} in the same round",
+                    np.nan, np.nan)
+    return batch
+
+
 def write_parts(batch: dict, *, output_uri: str, settings: storage.S3Settings | None = None) -> dict:
     """Task: released rows to `shards/`, rejected attempts to `rejections/`; returns their counts."""
+    batch = settle_groups(batch)
     rejected = _rejected(batch)
     name = _part_name(batch)
     for folder, rows, make in ((SHARDS, np.flatnonzero(~rejected), released_table),
@@ -308,19 +336,37 @@ class Progress:
 
 
 def pending_rows(conditions: list[dict], progress: Progress, cfg: MemaConfig, sources: "SourcePicker | None") -> list[dict]:
-    """One attempt for each row not yet released that has attempts left, ready for the stream."""
+    """For each row not yet released that has attempts left, its next group of attempts (as many as
+    it has had, at least one, within `max_attempts`), ready for the stream; a group's rows are adjacent."""
     rows = []
     for row in conditions:
-        attempt = progress.attempts.get(row["sample_id"], 0)
-        if row["sample_id"] in progress.released or attempt >= cfg.max_attempts:
+        first = progress.attempts.get(row["sample_id"], 0)
+        if row["sample_id"] in progress.released or first >= cfg.max_attempts:
             continue
-        seed = attempt_seed(row["seed"], attempt)
-        source_key, mask_key = sources.pick(row, seed) if sources else ("", "")
-        rows.append({"sample_id": row["sample_id"], "attempt": attempt, "seed": seed, "age": int(row["age"]),
-                     "sex": row["sex"], "disease": row["disease"], "laterality": row["laterality"],
-                     "severity": int(row["severity"]), "findings_json": json.dumps(list(row["findings"])),
-                     "strategy": cfg.strategy, "source_key": source_key, "source_mask_key": mask_key})
+        group = range(first, min(2 * first + 1, cfg.max_attempts))
+        for attempt in group:
+            seed = attempt_seed(row["seed"], attempt)
+            source_key, mask_key = sources.pick(row, seed) if sources else ("", "")
+            rows.append({"sample_id": row["sample_id"], "attempt": attempt, "group_size": len(group), "seed": seed,
+                         "age": int(row["age"]), "sex": row["sex"], "disease": row["disease"],
+                         "laterality": row["laterality"], "severity": int(row["severity"]),
+                         "findings_json": json.dumps(list(row["findings"])), "strategy": cfg.strategy,
+                         "source_key": source_key, "source_mask_key": mask_key})
     return rows
+
+
+def group_blocks(rows: list[dict], target_rows: int) -> list[pa.Table]:
+    """The rows as blocks of about `target_rows`, never splitting a row's attempt group."""
+    blocks, current = [], []
+    for _, group in itertools.groupby(rows, key=lambda r: r["sample_id"]):
+        group = list(group)
+        if current and len(current) + len(group) > target_rows:
+            blocks.append(current)
+            current = []
+        current += group
+    if current:
+        blocks.append(current)
+    return [pa.Table.from_pylist(block) for block in blocks]
 
 
 class SourcePicker:
@@ -353,25 +399,28 @@ class Models:
 
 def mema_stream(rows: list[dict], models: Models, index_ref, cfg: MemaConfig, template: str, output_uri: str,
                 archive_root: str, settings=None) -> ray.data.Dataset:
-    """The stream of one round: its rows are written as a side effect; it yields their counts."""
-    blocks = max(1, math.ceil(len(rows) / cfg.batch_size))
+    """The stream of one round: its rows are written as a side effect; it yields their counts.
+
+    Every stage takes whole blocks as batches (`batch_size=None`), so an attempt group, one block's
+    rows from the start, reaches the writer whole.
+    """
     actor_cpus = 1.0 if cfg.gpus_per_generator else ACTOR_CPUS
     return (
-        ray.data.from_items(rows, override_num_blocks=blocks)
-        .map_batches(GenerateFaces, batch_size=cfg.batch_size, batch_format="numpy",
+        ray.data.from_arrow(group_blocks(rows, cfg.batch_size))
+        .map_batches(GenerateFaces, batch_size=None, batch_format="numpy",
                      fn_constructor_kwargs={"generator_uri": models.generator, "cfg": asdict(cfg), "template": template,
                                             "archive_root": archive_root, "settings": settings},
                      compute=ray.data.ActorPoolStrategy(size=cfg.generator_actors), num_cpus=actor_cpus,
                      num_gpus=cfg.gpus_per_generator or None)
-        .map_batches(face_quality, batch_format="numpy", batch_size=cfg.batch_size, num_cpus=ACTOR_CPUS,
+        .map_batches(face_quality, batch_format="numpy", batch_size=None, num_cpus=ACTOR_CPUS,
                      fn_kwargs={"min_sharpness": cfg.min_sharpness, "min_contrast": cfg.min_contrast})
-        .map_batches(IdentityFilter, batch_size=cfg.batch_size, batch_format="numpy",
+        .map_batches(IdentityFilter, batch_size=None, batch_format="numpy",
                      fn_constructor_args=(models.recognizer, index_ref, cfg.identity_margin, settings),
                      compute=ray.data.ActorPoolStrategy(size=cfg.filter_actors), num_cpus=ACTOR_CPUS)
-        .map_batches(MedicalPlausibility, batch_size=cfg.batch_size, batch_format="numpy",
+        .map_batches(MedicalPlausibility, batch_size=None, batch_format="numpy",
                      fn_constructor_kwargs={"medical_uri": models.medical, "min_confidence": cfg.min_confidence,
                                             "settings": settings},
                      compute=ray.data.ActorPoolStrategy(size=cfg.filter_actors), num_cpus=ACTOR_CPUS)
-        .map_batches(write_parts, batch_format="numpy", batch_size=cfg.batch_size, num_cpus=ACTOR_CPUS,
+        .map_batches(write_parts, batch_format="numpy", batch_size=None, num_cpus=ACTOR_CPUS,
                      fn_kwargs={"output_uri": output_uri, "settings": settings})
     )

@@ -25,7 +25,8 @@ def head(s3):
 
 @pytest.fixture(scope="module")
 def config_path(mema_world, tmp_path_factory, write_mema_config):
-    return write_mema_config(mema_world, tmp_path_factory.mktemp("mema-config"), batch_size=2)
+    # Rounds of 1, 2 and 1 attempts a row: the second round's groups exercise surplus attempts.
+    return write_mema_config(mema_world, tmp_path_factory.mktemp("mema-config"), batch_size=2, max_attempts=4)
 
 
 def build_command(world: dict, output: str, config: str) -> list[str]:
@@ -53,22 +54,27 @@ def test_build_mema_via_ray_job_submit(clean_run, mema_world):
     assert len(requested) == 12
     released_ids = [r["sample_id"] for r in released]
     assert released and rejected and len(set(released_ids)) == len(released_ids)
-    # Every requested row is released once, after its rejected attempts, or left unfilled after
-    # max_attempts (2) rejections; nothing else was generated.
+    # Every requested row is released once, its first attempt that passed, or left unfilled after
+    # max_attempts (4) rejections. Attempts come in rounds of 1, 2 and 1; nothing else was generated.
     attempts = {}
     for r in released + rejected:
         attempts.setdefault(r["sample_id"], []).append(r["attempt"])
     assert set(attempts) == {r["sample_id"] for r in requested}
     unfilled = 0
     for sample_id, tried in attempts.items():
-        assert sorted(tried) == list(range(len(tried)))
+        assert sorted(tried) == list(range(len(tried))) and len(tried) in (1, 3, 4)
+        stages = {r["attempt"]: r["stage"] for r in rejected if r["sample_id"] == sample_id}
         if sample_id in released_ids:
-            assert max(tried) == next(r["attempt"] for r in released if r["sample_id"] == sample_id)
+            first = next(r["attempt"] for r in released if r["sample_id"] == sample_id)
+            assert all(stages[a] == "plausibility" for a in range(first))  # earlier ones failed a filter
+            assert all(stages[a] in ("plausibility", "surplus") for a in tried if a > first)  # same round only
+            assert len(tried) == {0: 1, 1: 3, 2: 3, 3: 4}[first]
         else:
             unfilled += 1
-            assert len(tried) == 2
-    # Only the plausibility filter can reject here (thresholds at 0, recognisers at 0.99).
-    assert {r["stage"] for r in rejected} == {"plausibility"}
+            assert len(tried) == 4 and set(stages.values()) == {"plausibility"}
+    # Only the plausibility filter can reject here (thresholds at 0, recognisers at 0.99), and a
+    # second round's group filled by its first attempt makes its second one surplus.
+    assert {r["stage"] for r in rejected} <= {"plausibility", "surplus"}
     assert (f"sampled {len(released) + len(rejected)} = released {len(released)} + rejected {len(rejected)}"
             in stdout)
     assert f"requested 12 = released {len(released)} + unfilled {unfilled}: reconciled" in stdout
@@ -115,8 +121,9 @@ def test_a_killed_build_resumes_without_duplicates_or_gaps(clean_run, head, mema
     assert len(attempts) == len(set(attempts))  # nothing written twice
     assert {r["sample_id"] for r in before} <= {r["sample_id"] for r in released}  # nothing lost
     clean_released, clean_rejected = landed(clean_run[0])
-    assert sorted(r["sample_id"] for r in released) == sorted(r["sample_id"] for r in clean_released)
-    assert len(rejected) == len(clean_rejected)
+    # The same attempts with the same verdicts as the uninterrupted run.
+    assert sorted(map(str, released)) == sorted(map(str, clean_released))
+    assert sorted(map(str, rejected)) == sorted(map(str, clean_rejected))
 
 
 def test_real_photos_fed_as_generated_are_all_rejected(mema_world, bucket):

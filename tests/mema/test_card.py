@@ -130,10 +130,11 @@ def test_counts_funnel_and_accounting(flawed):
     assert (f["requested"], f["released"], f["rejected"], f["sampled"]) == (10, 5, 5, 10)
     assert f["unfilled"] == 5  # 3 (identity twice), 4, 5 rejected; 8 and 9 never attempted
     assert f["accounting"]["never_attempted"] == 2
-    assert f["rejected_by_stage"] == {"quality": 2, "identity": 2, "plausibility": 1}
+    assert f["rejected_by_stage"] == {"quality": 2, "identity": 2, "plausibility": 1, "surplus": 0}
     assert f["rejected_by_reason"] == {"too blurry": 2, "matches a real patient": 2,
                                        "classifier sees another disease": 1}
-    assert f["per_stage_pass_rate"] == pytest.approx({"quality": 0.8, "identity": 0.75, "plausibility": 5 / 6})
+    assert f["per_stage_pass_rate"] == pytest.approx({"quality": 0.8, "identity": 0.75, "plausibility": 5 / 6,
+                                                      "surplus": 1.0})
     assert f["funnel"][-1]["passed"] == f["released"]
     assert f["mema_seg"] == 1
     assert bar(f, "accounting")["passed"]
@@ -224,7 +225,7 @@ def test_everything_rejected_still_makes_a_card(tmp_path):
     assert f["tv"] == {"age": None, "sex": None, "disease": None} and f["tv_vs_cohort"]["sex"] is None
     assert f["plausibility_agreement"] is None and f["max_nearest_similarity"] is None
     assert f["identity_threshold"] == pytest.approx(0.6)  # from the rejections
-    assert f["per_stage_pass_rate"] == {"quality": 1.0, "identity": 0.0, "plausibility": None}
+    assert f["per_stage_pass_rate"] == {"quality": 1.0, "identity": 0.0, "plausibility": None, "surplus": None}
     write_card(str(tmp_path), config={"mema": {"requested": 3}}, versions={"ray": "2.0.0"})
     text = (tmp_path / "card" / "README.md").read_text()
     assert "No image was released" in text

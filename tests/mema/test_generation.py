@@ -66,7 +66,7 @@ def test_img2img_stays_near_its_source_and_inpainting_keeps_the_lesion(generator
 def _batch(n: int, image: np.ndarray) -> dict:
     return {
         "sample_id": np.array([f"mema-0-{i:08d}" for i in range(n)], dtype=object),
-        "attempt": np.zeros(n, np.int64), "seed": np.arange(n), "age": np.full(n, 40), "sex": np.array(["female"] * n, dtype=object),
+        "attempt": np.zeros(n, np.int64), "group_size": np.ones(n, np.int64), "seed": np.arange(n), "age": np.full(n, 40), "sex": np.array(["female"] * n, dtype=object),
         "disease": np.array(["ptosis"] * n, dtype=object), "laterality": np.array(["left"] * n, dtype=object),
         "severity": np.full(n, 2), "findings_json": np.array([json.dumps(["moderate", "upper lid droop"])] * n, dtype=object),
         "strategy": np.array(["txt2img"] * n, dtype=object), "source_key": np.array([""] * n, dtype=object),
@@ -116,3 +116,38 @@ def test_parts_are_written_once_per_batch_and_progress_reads_them(tmp_path):
                         MemaConfig(max_attempts=2), None)[0]["sample_id"] == "mema-0-00000003"
     clear_output(out)  # what --overwrite does before a build
     assert Progress.read(out).released == set() and not storage.list_files(out)
+
+
+def _filtered(batch: dict, similarity: list[float]) -> dict:
+    """`batch` as the writer gets it: identity and plausibility columns filled in."""
+    n = len(batch["sample_id"])
+    return batch | {"nearest_similarity": np.array(similarity, np.float32), "identity_threshold": np.full(n, 0.6, np.float32),
+                    "predicted_disease": np.array(["ptosis"] * n, dtype=object),
+                    "disease_confidence": np.full(n, 0.9, np.float32),
+                    "lesion_mask": np.array([b""] * n, dtype=object), "mask_source": np.array([""] * n, dtype=object)}
+
+
+def test_rounds_double_a_rows_attempts_and_its_group_releases_the_first_that_passed(tmp_path):
+    conditions = [{"sample_id": "mema-0-00000000", "seed": 7, "age": 40, "sex": "female", "disease": "ptosis",
+                   "laterality": "left", "severity": 2, "findings": ["moderate"]}]
+    groups = [[(r["attempt"], r["group_size"]) for r in pending_rows(conditions, Progress(set(), {conditions[0]["sample_id"]: done}),
+                                                                      MemaConfig(max_attempts=6), None)]
+              for done in (0, 1, 3, 6)]
+    assert groups == [[(0, 1)], [(1, 2), (2, 2)], [(3, 3), (4, 3), (5, 3)], []]  # the last group stops at max_attempts
+
+    textured = np.random.default_rng(2).integers(0, 255, (32, 32, 3)).astype(np.uint8)
+    batch = face_quality(_batch(3, textured), min_sharpness=5, min_contrast=12)
+    batch["sample_id"][:] = conditions[0]["sample_id"]
+    batch["attempt"], batch["group_size"] = np.array([5, 3, 4]), np.full(3, 3)  # any order within the block
+    batch["stage"][1], batch["reason"][1] = "identity", "too close"
+    batch = _filtered(batch, [0.2, 0.9, 0.3])
+    out = str(tmp_path / "mema")
+    counts = write_parts(dict(batch), output_uri=out)
+    assert counts["released"] == [1] and counts["rejected_surplus"] == [1] and counts["rejected_identity"] == [1]
+    assert read_landed(out, SHARDS, ["attempt"])["attempt"].to_pylist() == [4]
+    rejected = read_landed(out, REJECTIONS, ["attempt", "stage", "reason"]).to_pylist()
+    assert sorted((r["attempt"], r["stage"]) for r in rejected) == [(3, "identity"), (5, "surplus")]
+    assert "attempt 4" in next(r["reason"] for r in rejected if r["stage"] == "surplus")
+    # A group cut across two batches could release its row twice: the writer refuses it.
+    with pytest.raises(RuntimeError, match="split"):
+        write_parts({k: v[:2] for k, v in batch.items()}, output_uri=str(tmp_path / "other"))
