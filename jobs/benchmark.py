@@ -1,7 +1,7 @@
 """Speed and memory figures, each against a baseline measured in the same run.
 
     python jobs/benchmark.py index [--rows 1000000]
-    python jobs/benchmark.py mema [--samples 96]
+    python jobs/benchmark.py mema [--samples 256]
 """
 
 import argparse
@@ -14,7 +14,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suite", choices=[*SUITES, "all"])
     parser.add_argument("--rows", type=int, default=1_000_000, help="index suite: embeddings in the index")
-    parser.add_argument("--samples", type=int, default=192, help="mema suite: images generated per run")
+    parser.add_argument("--samples", type=int, default=256, help="mema suite: images generated per run")
     args = parser.parse_args()
     for name in SUITES if args.suite == "all" else [args.suite]:
         kwargs = {"index": {"rows": args.rows}, "mema": {"samples": args.samples}}.get(name, {})

@@ -84,7 +84,7 @@ def _mema_models(directory, resolution: int, index_rows: int, seed: int = 0):
                   medical=f"{directory}/medical", index=""), index
 
 
-def suite_mema(samples: int = 192, batch_size: int = 16, steps: int = 10, resolution: int = 64,
+def suite_mema(samples: int = 256, batch_size: int = 16, steps: int = 10, resolution: int = 64,
                index_rows: int = 4800) -> list[tuple]:
     """build_mema's stages (generate, quality, identity, plausibility, write) through Ray Data with one
     and with two generator actors, against the same stage objects in a bare Python loop.
@@ -97,6 +97,7 @@ def suite_mema(samples: int = 192, batch_size: int = 16, steps: int = 10, resolu
     from dataclasses import asdict, replace
 
     import ray
+    import torch
 
     from medeid.config import MemaConfig
     from medeid.pipelines.mema import (GenerateFaces, IdentityFilter, MedicalPlausibility, Progress, face_quality,
@@ -127,16 +128,21 @@ def suite_mema(samples: int = 192, batch_size: int = 16, steps: int = 10, resolu
                     batch = stage(batch)
                 write_parts(batch, output_uri=f"{directory}/bare")
 
-        bare_s = _timed(bare_loop, 1)
+        # One worker is one core: the bare loop's torch on one thread, as each generator actor's.
+        all_cores_s = _timed(bare_loop, 1)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            bare_s = _timed(bare_loop, 1)
+        finally:
+            torch.set_num_threads(threads)
         started_here = not ray.is_initialized()
         if started_here:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         ref = index.to_ref()
         end_to_end, marginal = {}, {}
         for actors in (1, 2):
-            # The cores shared out among the generator actors, as the bare loop has them all.
-            run_cfg = replace(cfg, generator_actors=actors, filter_actors=1,
-                              threads_per_generator=max(1, (os.cpu_count() or 1) // actors))
+            run_cfg = replace(cfg, generator_actors=actors, filter_actors=1, threads_per_generator=1)
 
             def stream(n: int):
                 out = f"{directory}/ray-{actors}-{n}"
@@ -150,7 +156,8 @@ def suite_mema(samples: int = 192, batch_size: int = 16, steps: int = 10, resolu
     bare = samples / bare_s
     return [
         ("images", samples, "images", f"{resolution} px, {steps} denoising steps, batch {batch_size}"),
-        ("bare Python loop", bare, "images/s", "the same stage objects, one process, all cores"),
+        ("bare Python loop, one thread", bare, "images/s", "the same stage objects, one process"),
+        ("bare Python loop, every core", samples / all_cores_s, "images/s", f"torch on {threads} threads"),
         *[row for actors in (1, 2) for row in (
             (f"Ray Data, {actors} generator actor{'s' * (actors > 1)}, end to end", samples / end_to_end[actors],
              "images/s", "actor start-up included"),

@@ -45,6 +45,9 @@ CONDITIONS, SHARDS, REJECTIONS, AUDIT = "conditions", "shards", "rejections", "a
 STATISTICS = "statistics.json"
 STAGES = schema.MEMA_STAGES
 ACTOR_CPUS = 0.5  # actors holding every CPU starve the tasks that feed them (see STACK-NOTES)
+# The filters and the writer use a small share of a core: asking for less leaves room for the
+# writer's tasks beside two generator actors on two cores, so shards land during a round, not after it.
+LIGHT_CPUS = 0.25
 
 
 def attempt_seed(seed: int, attempt: int) -> int:
@@ -412,15 +415,15 @@ def mema_stream(rows: list[dict], models: Models, index_ref, cfg: MemaConfig, te
                                             "archive_root": archive_root, "settings": settings},
                      compute=ray.data.ActorPoolStrategy(size=cfg.generator_actors), num_cpus=actor_cpus,
                      num_gpus=cfg.gpus_per_generator or None)
-        .map_batches(face_quality, batch_format="numpy", batch_size=None, num_cpus=ACTOR_CPUS,
+        .map_batches(face_quality, batch_format="numpy", batch_size=None, num_cpus=LIGHT_CPUS,
                      fn_kwargs={"min_sharpness": cfg.min_sharpness, "min_contrast": cfg.min_contrast})
         .map_batches(IdentityFilter, batch_size=None, batch_format="numpy",
                      fn_constructor_args=(models.recognizer, index_ref, cfg.identity_margin, settings),
-                     compute=ray.data.ActorPoolStrategy(size=cfg.filter_actors), num_cpus=ACTOR_CPUS)
+                     compute=ray.data.ActorPoolStrategy(size=cfg.filter_actors), num_cpus=LIGHT_CPUS)
         .map_batches(MedicalPlausibility, batch_size=None, batch_format="numpy",
                      fn_constructor_kwargs={"medical_uri": models.medical, "min_confidence": cfg.min_confidence,
                                             "settings": settings},
-                     compute=ray.data.ActorPoolStrategy(size=cfg.filter_actors), num_cpus=ACTOR_CPUS)
-        .map_batches(write_parts, batch_format="numpy", batch_size=None, num_cpus=ACTOR_CPUS,
+                     compute=ray.data.ActorPoolStrategy(size=cfg.filter_actors), num_cpus=LIGHT_CPUS)
+        .map_batches(write_parts, batch_format="numpy", batch_size=None, num_cpus=LIGHT_CPUS,
                      fn_kwargs={"output_uri": output_uri, "settings": settings})
     )
