@@ -12,8 +12,8 @@ from medeid.mema.generation import FaceGenerator, keep_region
 from medeid.mema.prompts import prompt
 from medeid.models.generator import TinyGeneratorConfig, build_tiny_pipeline
 from medeid.mema.build import clear_output
-from medeid.pipelines.mema import (REJECTIONS, SHARDS, Progress, attempt_seed, face_quality, pending_rows,
-                                   read_landed, write_parts)
+from medeid.pipelines.mema import (REJECTIONS, SHARDS, Progress, attempt_seed, face_quality, group_blocks,
+                                   pending_rows, read_landed, write_parts)
 
 TEMPLATE = "a clinical photo of a {sex} patient aged {age_band} with {condition}"
 
@@ -121,7 +121,8 @@ def test_parts_are_written_once_per_batch_and_progress_reads_them(tmp_path):
 def _filtered(batch: dict, similarity: list[float]) -> dict:
     """`batch` as the writer gets it: identity and plausibility columns filled in."""
     n = len(batch["sample_id"])
-    return batch | {"nearest_similarity": np.array(similarity, np.float32), "identity_threshold": np.full(n, 0.6, np.float32),
+    return batch | {"nearest_similarity": np.array(similarity, np.float32),
+                    "identity_threshold": np.full(n, 0.6, np.float32),
                     "predicted_disease": np.array(["ptosis"] * n, dtype=object),
                     "disease_confidence": np.full(n, 0.9, np.float32),
                     "lesion_mask": np.array([b""] * n, dtype=object), "mask_source": np.array([""] * n, dtype=object)}
@@ -130,10 +131,17 @@ def _filtered(batch: dict, similarity: list[float]) -> dict:
 def test_rounds_double_a_rows_attempts_and_its_group_releases_the_first_that_passed(tmp_path):
     conditions = [{"sample_id": "mema-0-00000000", "seed": 7, "age": 40, "sex": "female", "disease": "ptosis",
                    "laterality": "left", "severity": 2, "findings": ["moderate"]}]
-    groups = [[(r["attempt"], r["group_size"]) for r in pending_rows(conditions, Progress(set(), {conditions[0]["sample_id"]: done}),
-                                                                      MemaConfig(max_attempts=6), None)]
-              for done in (0, 1, 3, 6)]
+    def next_group(done: int) -> list[tuple[int, int]]:
+        progress = Progress(set(), {conditions[0]["sample_id"]: done})
+        return [(r["attempt"], r["group_size"]) for r in pending_rows(conditions, progress, MemaConfig(max_attempts=6),
+                                                                      None)]
+
+    groups = [next_group(done) for done in (0, 1, 3, 6)]
     assert groups == [[(0, 1)], [(1, 2), (2, 2)], [(3, 3), (4, 3), (5, 3)], []]  # the last group stops at max_attempts
+    # The stream's blocks hold whole groups, a group bigger than a block on its own.
+    rows = [{"sample_id": sid, "attempt": a} for sid, n in (("a", 1), ("b", 3), ("c", 2), ("d", 1)) for a in range(n)]
+    assert [t["sample_id"].to_pylist() for t in group_blocks(rows, 2)] == [["a"], ["b"] * 3, ["c"] * 2, ["d"]]
+    assert [t.num_rows for t in group_blocks(rows, 4)] == [4, 3]
 
     textured = np.random.default_rng(2).integers(0, 255, (32, 32, 3)).astype(np.uint8)
     batch = face_quality(_batch(3, textured), min_sharpness=5, min_contrast=12)
