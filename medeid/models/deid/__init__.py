@@ -1,0 +1,1 @@
+"""MedSem-DeID: reversible, medical-semantics-preserving face de-identification."""

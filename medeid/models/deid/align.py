@@ -1,0 +1,67 @@
+"""The face crop MedSem-DeID works on, and the paste back into the photo.
+
+With five landmarks (a detector's eyes, nose and mouth corners) the crop is ArcFace's aligned
+face, scaled to the model's resolution; without them (the synthetic archive's framed faces) it is
+the photo's central square. The model's output goes back through the inverse transform under a
+mask feathered inwards from the crop's edge, so every pixel outside the face crop is the photo's own,
+bit for bit, and the seam inside it is invisible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from insightface.utils.face_align import arcface_dst
+from skimage.transform import SimilarityTransform
+
+from medeid.models.identity import centred_crop
+
+ARCFACE_SIZE = 112  # the template's frame
+
+
+@dataclass(frozen=True)
+class FaceCrop:
+    """Where a crop came from: the 2x3 affine map from photo to crop pixels, and the crop's size."""
+
+    matrix: np.ndarray
+    size: int
+
+
+def face_crop(image: np.ndarray, size: int, landmarks: np.ndarray | None = None) -> tuple[np.ndarray, FaceCrop]:
+    """The (size, size) face crop of an RGB photo, and how to put it back."""
+    if landmarks is None:  # the same crop the recognisers embed
+        h, w = image.shape[:2]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        scale = size / side
+        matrix = np.array([[scale, 0, -left * scale], [0, scale, -top * scale]])
+        return centred_crop(image, size), FaceCrop(matrix, size)
+    landmarks = np.asarray(landmarks, np.float64)
+    if landmarks.shape != (5, 2):
+        raise ValueError(f"expected 5 (x, y) landmarks, got an array of shape {landmarks.shape}")
+    matrix = SimilarityTransform.from_estimate(landmarks, arcface_dst * (size / ARCFACE_SIZE)).params[:2]
+    crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    return crop, FaceCrop(matrix, size)
+
+
+def feather_mask(size: int, feather: float = 0.08) -> np.ndarray:
+    """1 inside the crop, falling to 0 at its edge over `feather` of its side (float32)."""
+    width = max(1, round(feather * size))
+    ramp = np.minimum(np.arange(size) + 0.5, size - np.arange(size) - 0.5) / width
+    edge = np.clip(ramp, 0, 1)
+    return np.outer(edge, edge).astype(np.float32)
+
+
+def paste_back(image: np.ndarray, crop: np.ndarray, where: FaceCrop, feather: float = 0.08) -> np.ndarray:
+    """`image` with `crop` (the model's output for `where`) put back; untouched outside the face."""
+    if crop.shape[:2] != (where.size, where.size):
+        raise ValueError(f"the crop is {crop.shape[:2]}, but {where.size} x {where.size} was cut")
+    h, w = image.shape[:2]
+    inverse = cv2.invertAffineTransform(where.matrix)
+    warped = cv2.warpAffine(crop.astype(np.float32), inverse, (w, h), flags=cv2.INTER_LINEAR)
+    weight = cv2.warpAffine(feather_mask(where.size, feather), inverse, (w, h), flags=cv2.INTER_LINEAR)
+    weight = weight[..., None] if image.ndim == 3 else weight
+    blended = np.rint(image * (1 - weight) + warped * weight)
+    return np.where(weight > 0, np.clip(blended, 0, 255), image).astype(image.dtype)
