@@ -216,25 +216,39 @@ def node_cache_dir() -> Path:
     return Path(os.environ.get("MEDEID_CACHE", Path.home() / ".cache" / "medeid"))
 
 
+def _listing(uri: str, settings: S3Settings | None) -> list[tuple[str, int, int]]:
+    """(relative path, size, modification time in ns) of every file under `uri`, sorted."""
+    fs, path = filesystem(uri, settings)
+    with _explained("list", uri, settings):
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    return sorted((i.path[len(path):], i.size, i.mtime_ns or 0) for i in infos if i.type == pafs.FileType.File)
+
+
 def local_copy(uri: str, settings: S3Settings | None = None) -> Path:
     """A local folder holding the files under `uri`: the folder itself, or a node-local copy.
 
-    The copy is made once per node: processes on the node wait on a file lock, and a marker
-    written last tells a finished copy from an interrupted one.
+    The copy is named by the URI, its endpoint and what is there (each file's path, size and time),
+    so a model written again under the same URI is copied again, not served stale from the cache. It
+    is made once per node: processes on the node wait on a file lock, and a marker written last tells
+    a finished copy from an interrupted one.
     """
     if not is_s3(uri):
         path = Path(uri).expanduser().resolve()
         if not path.is_dir():
             raise FileNotFoundError(f"no such folder: {path}")
         return path
-    target = node_cache_dir() / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
+    where = (settings or S3Settings.from_env()).where
+    listing = _listing(uri, settings)
+    if not listing:
+        raise FileNotFoundError(f"nothing under {uri} at {where}")
+    name = hashlib.sha256(f"{uri.rstrip('/')}\n{where}".encode()).hexdigest()[:16]
+    content = hashlib.sha256(repr(listing).encode()).hexdigest()[:16]
+    target = node_cache_dir() / f"{name}-{content}"
     done = target / ".medeid-complete"
     target.mkdir(parents=True, exist_ok=True)
     with open(target.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.exists():
-            if not list_files(uri, settings):
-                raise FileNotFoundError(f"nothing under {uri} at {(settings or S3Settings.from_env()).where}")
             copy_tree(uri, str(target), settings)
             done.write_text(uri)
     return target

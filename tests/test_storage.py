@@ -64,3 +64,20 @@ def test_missing_bucket_and_malformed_endpoint_are_explained(s3):
         storage.check_reachable("s3://no-such-bucket-here/x", s3.settings)
     with pytest.raises(StorageError, match="http://host:port"):
         storage.filesystem("s3://b/x", S3Settings(endpoint_url="127.0.0.1:9000"))
+
+
+def test_a_node_copy_follows_what_is_under_its_uri(bucket, tmp_path, monkeypatch):
+    """A model written again under the same URI (a re-trained demo model) is fetched again."""
+    monkeypatch.setenv("MEDEID_CACHE", str(tmp_path / "cache"))
+    model = f"{bucket}/models/medical"
+    storage.write_bytes(f"{model}/model.bin", b"first")
+    first = storage.local_copy(model)
+    assert (first / "model.bin").read_bytes() == b"first" and storage.local_copy(model) == first  # once
+    storage.write_bytes(f"{model}/model.bin", b"second")
+    second = storage.local_copy(model)
+    assert second != first and (second / "model.bin").read_bytes() == b"second"
+    time.sleep(1.1)  # S3 keeps modification times in whole seconds
+    storage.write_bytes(f"{model}/model.bin", b"thirds")  # the same size as before
+    assert (storage.local_copy(model) / "model.bin").read_bytes() == b"thirds"
+    with pytest.raises(FileNotFoundError, match="nothing under"):
+        storage.local_copy(f"{bucket}/models/missing")
