@@ -172,12 +172,16 @@ def exists(uri: str, settings: S3Settings | None = None) -> bool:
 
 def list_files(uri: str, settings: S3Settings | None = None) -> list[str]:
     """Every file under `uri`, recursively, as sorted URIs."""
+    base = str(uri).rstrip("/")
+    return [join(base, relative) for relative, _, _ in _listing(uri, settings)]
+
+
+def _listing(uri: str, settings: S3Settings | None) -> list[tuple[str, int, int]]:
+    """(path relative to `uri`, size, modification time in ns) of every file under it, sorted."""
     fs, path = filesystem(uri, settings)
     with _explained("list", uri, settings):
         infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
-    base = str(uri).rstrip("/")
-    files = [info.path for info in infos if info.type == pafs.FileType.File]
-    return sorted(join(base, f[len(path):]) for f in files)
+    return sorted((i.path[len(path):], i.size, i.mtime_ns or 0) for i in infos if i.type == pafs.FileType.File)
 
 
 def copy_tree(source: str, destination: str, settings: S3Settings | None = None) -> int:
@@ -214,14 +218,6 @@ def make_bucket(uri: str, settings: S3Settings | None = None) -> None:
 def node_cache_dir() -> Path:
     """Where models fetched from S3 are kept on this node (MEDEID_CACHE, else ~/.cache/medeid)."""
     return Path(os.environ.get("MEDEID_CACHE", Path.home() / ".cache" / "medeid"))
-
-
-def _listing(uri: str, settings: S3Settings | None) -> list[tuple[str, int, int]]:
-    """(relative path, size, modification time in ns) of every file under `uri`, sorted."""
-    fs, path = filesystem(uri, settings)
-    with _explained("list", uri, settings):
-        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
-    return sorted((i.path[len(path):], i.size, i.mtime_ns or 0) for i in infos if i.type == pafs.FileType.File)
 
 
 def local_copy(uri: str, settings: S3Settings | None = None) -> Path:
