@@ -33,11 +33,15 @@ def read_pack_metadata(pack_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def central_square(height: int, width: int) -> tuple[int, int, int]:
+    """(top, left, side) of an image's central square."""
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side
+
+
 def centred_crop(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     """The central square of an image (RGB or a single-channel mask), resized to `size` (area interpolation)."""
-    h, w = image.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
+    top, left, side = central_square(*image.shape[:2])
     square = image[top:top + side, left:left + side]
     if side == size:
         return np.ascontiguousarray(square)

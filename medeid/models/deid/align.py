@@ -16,7 +16,7 @@ import numpy as np
 from insightface.utils.face_align import arcface_dst
 from skimage.transform import SimilarityTransform
 
-from medeid.models.identity import centred_crop
+from medeid.models.identity import central_square, centred_crop
 
 ARCFACE_SIZE = 112  # the template's frame
 
@@ -32,9 +32,7 @@ class FaceCrop:
 def face_crop(image: np.ndarray, size: int, landmarks: np.ndarray | None = None) -> tuple[np.ndarray, FaceCrop]:
     """The (size, size) face crop of an RGB photo, and how to put it back."""
     if landmarks is None:  # the same crop the recognisers embed
-        h, w = image.shape[:2]
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
+        top, left, side = central_square(*image.shape[:2])
         scale = size / side
         matrix = np.array([[scale, 0, -left * scale], [0, scale, -top * scale]])
         return centred_crop(image, size), FaceCrop(matrix, size)
