@@ -132,6 +132,37 @@ class MemaConfig:
 
 
 @dataclass(frozen=True)
+class DeidConfig:
+    """MedSem-DeID: the network, its losses' weights and its training (`jobs/train_deid.py`).
+
+    Recovery needs no loss: the original face is sealed under the password into the output and
+    restored exactly by the ID-decryptor (`medeid.models.deid.payload`), whatever the network does.
+    """
+
+    image_size: int = 128  # the face crop the network works on (64..256 demo, 256..512 GPU presets)
+    widths: tuple[int, ...] = (16, 32, 64)  # image-encoder stages at strides 2, 4, 8
+    key_dim: int = 128
+    encryptor_blocks: int = 2
+    use_enc_med: bool = True  # False trains the ablation without medical semantics
+    # Loss weights.
+    identity_weight: float = 1.0  # the output's embedding away from the input's (training recogniser)
+    diversity_weight: float = 0.5  # two passwords, two identities
+    medical_weight: float = 1.0  # Enc_med features, classifier outputs and lesion mask of output = input's
+    realism_weight: float = 1.0  # the output's image gradients those of real faces (no seams, natural texture)
+    anchor_weight: float = 0.1  # the new face stays near its donor's colours
+    identity_margin: float = 0.3  # cosine to the input the output must get below
+    diversity_batch: int = 4  # photos a step drawn under a second password
+    epochs: int = 6
+    batch_size: int = 16  # per worker
+    lr: float = 2e-3
+    eval_every: int = 2  # epochs between held-out checks and sample grids
+    eval_photos: int = 64
+    num_workers: int = 2
+    held_out: float = 0.2  # the archive's held-out patients, never trained on
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     preset: str = "demo"
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -140,6 +171,7 @@ class Config:
     medical: MedicalConfig = field(default_factory=MedicalConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     mema: MemaConfig = field(default_factory=MemaConfig)
+    deid: DeidConfig = field(default_factory=DeidConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -6,6 +6,8 @@ and never shown.
 - `derive_key(password)`: scrypt (RFC 7914, `hashlib.scrypt`) with a salt that names its purpose,
   stretched into the unit vector the ID-encryptor is keyed with. Same password, same key; another
   password, an unrelated key.
+- `derive_model_key(password)`: the same scrypt output read as both halves MedSem-DeID needs: the
+  ID-encryptor's vector and an AES-256 key that seals the photo's recovery data.
 - `image_password(secret, image_key)`: each archived image's own password, HMAC-SHA256 of the
   archive secret and the image's key, so any image can be restored and no two share a password.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -77,11 +80,27 @@ def _secret(value: Secret | str | bytes) -> Secret:
     return value if isinstance(value, Secret) else Secret(value)
 
 
+@dataclass(frozen=True, repr=False)
+class ModelKey:
+    """What one password keys in MedSem-DeID; prints nothing of itself."""
+
+    vector: np.ndarray = field(compare=False)  # float32 unit vector: the ID-encryptor's key
+    cipher_key: bytes  # AES-256: seals the recovery data hidden in the de-identified photo
+
+    def __repr__(self) -> str:
+        return "ModelKey(***)"
+
+
+def derive_model_key(password: Secret | str | bytes, dim: int = 128) -> ModelKey:
+    """scrypt(password) -> 64 bytes: the first 32 seed the key vector, the last 32 are the AES key."""
+    out = hashlib.scrypt(_secret(password).reveal(), salt=KEY_SALT, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=64)
+    vector = np.random.default_rng(np.frombuffer(out[:32], dtype=np.uint32)).standard_normal(dim)
+    return ModelKey((vector / np.linalg.norm(vector)).astype(np.float32), out[32:])
+
+
 def derive_key(password: Secret | str | bytes, dim: int = 128) -> np.ndarray:
-    """The model key of `password`: a float32 unit vector of `dim` values, from scrypt's output."""
-    seed = hashlib.scrypt(_secret(password).reveal(), salt=KEY_SALT, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
-    vector = np.random.default_rng(np.frombuffer(seed, dtype=np.uint32)).standard_normal(dim)
-    return (vector / np.linalg.norm(vector)).astype(np.float32)
+    """The ID-encryptor's key of `password`: a float32 unit vector of `dim` values."""
+    return derive_model_key(password, dim).vector
 
 
 def image_password(secret: Secret | str | bytes, image_key: str) -> Secret:

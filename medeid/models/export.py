@@ -1,4 +1,8 @@
-"""Export trained torch models in the formats their consumers load: ArcFace-layout ONNX packs."""
+"""Export trained torch models in the formats their consumers load: ArcFace-layout ONNX packs.
+
+A pack also carries the recogniser's torch weights (`recognizer.safetensors`): insightface reads
+only the ONNX file, while MedSem-DeID's identity loss needs a recogniser it can differentiate.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,11 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from medeid.codecs import sha256
 from medeid.models.identity import PACK_METADATA
-from medeid.models.recognizer import INPUT_SIZE, Recognizer
+from medeid.models.recognizer import INPUT_SIZE, TORCH_WEIGHTS, Recognizer
 
 
 def export_recognizer_pack(model: Recognizer, pack_dir: str | Path, metadata: dict,
@@ -28,6 +33,7 @@ def export_recognizer_pack(model: Recognizer, pack_dir: str | Path, metadata: di
     torch.onnx.export(model, (dummy,), str(onnx_path), input_names=["input"], output_names=["embedding"],
                       dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=17,
                       dynamo=False)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(pack / TORCH_WEIGHTS))
     info = {"recognition_model": onnx_path.name, "onnx_sha256": sha256(onnx_path.read_bytes()),
             "architecture": model.architecture, "width": model.width, "input_size": INPUT_SIZE, **metadata}
     (pack / PACK_METADATA).write_text(json.dumps(info, indent=1))

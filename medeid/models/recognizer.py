@@ -12,13 +12,16 @@ Both end in a global depthwise convolution (GDC) and a linear embedding with bat
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 INPUT_SIZE = 112
+TORCH_WEIGHTS = "recognizer.safetensors"  # beside the ONNX file in a pack (`medeid.models.export`)
 EMBEDDING_DIM = 512
 ARCHITECTURES = ("resnet", "mobile")
 
@@ -108,3 +111,18 @@ def to_input(images_uint8_rgb: torch.Tensor) -> torch.Tensor:
     if x.shape[-1] != INPUT_SIZE or x.shape[-2] != INPUT_SIZE:
         x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True)
     return (x - 127.5) / 127.5
+
+
+def load_torch_recognizer(pack_dir: str | Path) -> Recognizer:
+    """The torch recogniser of a pack exported by medeid (eval mode), for losses that need gradients."""
+    from safetensors.torch import load_file
+
+    pack = Path(pack_dir)
+    weights = pack / TORCH_WEIGHTS
+    if not weights.exists():
+        raise FileNotFoundError(f"the recogniser pack at {pack} has no {TORCH_WEIGHTS}: packs exported before "
+                                f"MedSem-DeID carry ONNX only; re-run jobs/train_identity.py")
+    info = json.loads((pack / "pack.json").read_text())
+    model = Recognizer(info["architecture"], info["width"])
+    model.load_state_dict(load_file(str(weights)))
+    return model.eval()

@@ -80,19 +80,20 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def train_epochs(model: torch.nn.Module, make_optimizer: Callable, config: dict,
-                 train_step: Callable, evaluate: Callable, dtypes: dict, tag: str) -> None:
+                 train_step: Callable, evaluate: Callable, dtypes: dict, tag: str, ddp_kwargs: dict | None = None) -> None:
     """The loop every medeid trainer runs inside `train_loop_per_worker`.
 
     Resumes from the run's latest checkpoint, wraps `model` in DDP, follows a one-cycle learning
     rate over `epochs * steps_per_epoch` steps, and after each epoch reports metrics with a
-    checkpoint; rank 0 runs `evaluate(model, test_shard) -> dict` every `eval_every` epochs and at
-    the end. `train_step(model, batch) -> loss` sees `dtypes`' columns as tensors.
+    checkpoint; rank 0 runs `evaluate(model, test_shard, epoch) -> dict` every `eval_every` epochs and
+    at the end. `train_step(model, batch) -> loss` sees `dtypes`' columns as tensors. `ddp_kwargs` go
+    to DistributedDataParallel.
     """
     epochs = config["epochs"]
     state = resume_state()
     if state:
         model.load_state_dict(state["model"])
-    model = prepare_model(model)
+    model = prepare_model(model, parallel_strategy_kwargs=ddp_kwargs)
     optimizer = make_optimizer(model.parameters())
     total_steps = max(1, epochs * config["steps_per_epoch"])
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config["lr"], total_steps=total_steps, pct_start=0.15)
@@ -123,7 +124,7 @@ def train_epochs(model: torch.nn.Module, make_optimizer: Callable, config: dict,
             if epoch == epochs - 1 or (epoch + 1) % config["eval_every"] == 0:
                 unwrapped = unwrap(model).eval()
                 with torch.no_grad():
-                    metrics.update(evaluate(unwrapped, test))
+                    metrics.update(evaluate(unwrapped, test, epoch))
             shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
             print(f"[{tag}] epoch {epoch + 1}/{epochs} {shown}", flush=True)
         report(metrics, {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),

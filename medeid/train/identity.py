@@ -68,7 +68,7 @@ def train_loop_per_worker(config: dict) -> None:
     def train_step(model, batch):
         return model(augment(batch["image"], config["max_shift"], generator), batch["label"])
 
-    def evaluate(model, test) -> dict:
+    def evaluate(model, test, epoch) -> dict:
         vectors, labels = embed_all(model.recognizer, test)
         return {f"verify_{k}": v for k, v in verification_rates(vectors, labels, config["far"]).items()}
 

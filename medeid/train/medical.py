@@ -92,7 +92,7 @@ def train_loop_per_worker(config: dict) -> None:
         return multitask_loss(out, batch, net.band(batch["mask"]), config["mask_weight"])
 
     train_epochs(model, lambda params: torch.optim.AdamW(params, lr=config["lr"], weight_decay=1e-4), config,
-                 train_step, evaluate_medical, COLUMNS, "train_medical")
+                 train_step, lambda model, test, epoch: evaluate_medical(model, test), COLUMNS, "train_medical")
 
 
 def train_medical(archive_root: str, model_uri: str, runs_uri: str, name: str, cfg: MedicalConfig,

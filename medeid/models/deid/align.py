@@ -52,6 +52,13 @@ def feather_mask(size: int, feather: float = 0.08) -> np.ndarray:
     return np.outer(edge, edge).astype(np.float32)
 
 
+def paste_weight(shape: tuple[int, ...], where: FaceCrop, feather: float = 0.08) -> np.ndarray:
+    """How much of the crop each photo pixel takes when pasted back, float32 (H, W): 0 outside the face,
+    1 where the crop replaces the photo outright."""
+    inverse = cv2.invertAffineTransform(where.matrix)
+    return cv2.warpAffine(feather_mask(where.size, feather), inverse, (shape[1], shape[0]), flags=cv2.INTER_LINEAR)
+
+
 def paste_back(image: np.ndarray, crop: np.ndarray, where: FaceCrop, feather: float = 0.08) -> np.ndarray:
     """`image` with `crop` (the model's output for `where`) put back; untouched outside the face."""
     if crop.shape[:2] != (where.size, where.size):
@@ -59,7 +66,7 @@ def paste_back(image: np.ndarray, crop: np.ndarray, where: FaceCrop, feather: fl
     h, w = image.shape[:2]
     inverse = cv2.invertAffineTransform(where.matrix)
     warped = cv2.warpAffine(crop.astype(np.float32), inverse, (w, h), flags=cv2.INTER_LINEAR)
-    weight = cv2.warpAffine(feather_mask(where.size, feather), inverse, (w, h), flags=cv2.INTER_LINEAR)
+    weight = paste_weight(image.shape, where, feather)
     weight = weight[..., None] if image.ndim == 3 else weight
     blended = np.rint(image * (1 - weight) + warped * weight)
     return np.where(weight > 0, np.clip(blended, 0, 255), image).astype(image.dtype)

@@ -1,0 +1,146 @@
+"""De-identify and recover photos with a trained MedSem-DeID model: the library's inference API.
+
+    model = MedSemDeID.from_uri("s3://bucket/models/deid")
+    anonymized = model.deidentify(photos, password)          # list of uint8 RGB photos
+    restored = model.recover(anonymized, password).images    # the originals again
+
+Per photo: the face crop (ArcFace-aligned from five landmarks, or the central square), the network
+on the crop, the feathered paste back (every pixel outside the face is the photo's own), and the
+original face sealed under the password into the replaced pixels (`payload`). `recover` is the
+ID-decryptor: it opens that seal with the password and puts the original face back. A wrong
+password opens nothing; the photo stays de-identified and its status says why.
+
+`password` is one password for the batch or one per photo (an archive's per-image passwords);
+`Secret`s, strings or bytes. Nothing here logs or returns a password or a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from medeid import storage
+from medeid.codecs import sha256
+from medeid.models.deid import payload
+from medeid.models.deid.align import FaceCrop, face_crop, paste_back, paste_weight
+from medeid.models.deid.model import WEIGHTS_FILE, MedSemDeIDNet
+from medeid.passwords import ModelKey, Secret, derive_model_key
+
+FEATHER = 0.08
+RECOVERED, WRONG_PASSWORD, NO_RECOVERY_DATA = "recovered", "wrong password", "no recovery data"
+
+Password = Secret | str | bytes
+
+
+@dataclass
+class Recovery:
+    images: list[np.ndarray]  # restored photos; photos that could not be restored, as they were given
+    status: list[str]  # per photo: recovered | wrong password | no recovery data
+
+    @property
+    def recovered(self) -> np.ndarray:
+        return np.array([s == RECOVERED for s in self.status])
+
+
+def donor_index(key: ModelKey, donors: int) -> int:
+    """Which donor face a key draws its new identity around (a hash of the key, not the key)."""
+    return int.from_bytes(hashlib.sha256(b"medeid/donor\x00" + key.cipher_key).digest()[:8], "big") % donors
+
+
+def _keys(password: Password | Sequence[Password], n: int, dim: int) -> list[ModelKey]:
+    """One key per photo; each distinct password through the KDF once."""
+    passwords = [password] * n if isinstance(password, (Secret, str, bytes)) else list(password)
+    if len(passwords) != n:
+        raise ValueError(f"{len(passwords)} passwords for {n} photos: give one password, or one per photo")
+    derived: dict = {}
+    return [derived.setdefault(p, derive_model_key(p, dim)) for p in
+            (p if isinstance(p, Secret) else Secret(p) for p in passwords)]
+
+
+def _footprint(shape: tuple[int, ...], where: FaceCrop) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]]:
+    """Pixels the crop changes, pixels it replaces outright (which carry the seal), and their box."""
+    weight = paste_weight(shape, where, FEATHER)
+    changed, carrier = weight > 0, weight >= 1.0 - 1e-6
+    rows, cols = np.nonzero(changed)
+    if not carrier.any():
+        raise ValueError("the face crop lies outside the photo")
+    return changed, carrier, (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+
+
+class MedSemDeID:
+    """A trained MedSem-DeID model ready for inference (CPU, or the GPU given as `device`)."""
+
+    def __init__(self, net: MedSemDeIDNet, version: str = "untracked", device: str = "cpu"):
+        self.net = net.eval().to(device)
+        self.device = device
+        self.version = version
+        self.resolution = net.config.image_size
+
+    @classmethod
+    def from_uri(cls, uri: str, settings: storage.S3Settings | None = None, device: str = "cpu") -> "MedSemDeID":
+        net = MedSemDeIDNet.from_uri(uri, settings)
+        version = sha256((storage.local_copy(uri, settings) / WEIGHTS_FILE).read_bytes())[:16]
+        return cls(net, version, device)
+
+    def _crops(self, images: Sequence[np.ndarray], landmarks) -> tuple[np.ndarray, list[FaceCrop]]:
+        for i, image in enumerate(images):
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"photo {i}: expected uint8 RGB (H, W, 3), got {image.dtype} {image.shape}")
+        landmarks = [None] * len(images) if landmarks is None else landmarks
+        cut = [face_crop(image, self.resolution, marks) for image, marks in zip(images, landmarks, strict=True)]
+        return np.stack([c for c, _ in cut]), [w for _, w in cut]
+
+    @torch.no_grad()
+    def deidentify_crops(self, crops: np.ndarray, keys: list[ModelKey]) -> np.ndarray:
+        """The network alone: face crops uint8 (N, R, R, 3) -> de-identified crops, no seal."""
+        x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        vectors = torch.from_numpy(np.stack([k.vector for k in keys])).to(self.device)
+        donors = torch.tensor([donor_index(k, len(self.net.donors)) for k in keys], device=self.device)
+        y = self.net(x, vectors, self.net.donor_images(donors))["y"]
+        return ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+    def deidentify(self, images: Sequence[np.ndarray], password: Password | Sequence[Password],
+                   landmarks: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
+        """De-identified copies of uint8 RGB photos, each carrying its sealed original face."""
+        if not len(images):
+            return []
+        crops, places = self._crops(images, landmarks)
+        keys = _keys(password, len(images), self.net.config.key_dim)
+        out = []
+        for image, crop, where, key in zip(images, self.deidentify_crops(crops, keys), places, keys):
+            changed, carrier, box = _footprint(image.shape, where)
+            photo = paste_back(image, crop, where, FEATHER)
+            values = photo[carrier].reshape(-1)
+            sealed, _ = payload.seal(image[box], key.cipher_key, payload.capacity(len(values)))
+            photo[carrier] = payload.embed(values, sealed).reshape(-1, 3)
+            out.append(photo)
+        return out
+
+    def recover(self, images: Sequence[np.ndarray], password: Password | Sequence[Password],
+                landmarks: Sequence[np.ndarray | None] | None = None) -> Recovery:
+        """The ID-decryptor: originals of de-identified photos, given the password each was sealed with.
+
+        `landmarks` must be the ones `deidentify` was given (None for the central square)."""
+        if not len(images):
+            return Recovery([], [])
+        _, places = self._crops(images, landmarks)
+        keys = _keys(password, len(images), self.net.config.key_dim)
+        restored, status = [], []
+        for image, where, key in zip(images, places, keys):
+            changed, carrier, box = _footprint(image.shape, where)
+            try:
+                original = payload.unseal(payload.extract(image[carrier].reshape(-1)), key.cipher_key)
+            except payload.NoRecoveryData:
+                restored.append(image), status.append(NO_RECOVERY_DATA)
+                continue
+            except payload.WrongPassword:
+                restored.append(image), status.append(WRONG_PASSWORD)
+                continue
+            photo = image.copy()
+            photo[box][changed[box]] = original[changed[box]]
+            restored.append(photo), status.append(RECOVERED)
+        return Recovery(restored, status)

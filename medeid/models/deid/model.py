@@ -1,0 +1,195 @@
+"""The MedSem-DeID network, after the paper's outline (its Fig. 5):
+
+    x ──image encoder──► f ─┐
+    x ──Enc_med (frozen)──► m ─┼─ concat (channels) ─► ID-encryptor (FiLM by the password's key)
+    donor ──image encoder──► d ─┘                            │
+                                    decoder (U-Net skips) ◄──┘ ─► new face t, gate g
+    y = x + g * (t - x)
+
+- The image encoder sees the face crop; Enc_med is MedicalNet's encoder, frozen, run on the
+  periocular band and laid back into the crop's stride-8 grid, so every location carries "what is
+  medically here" beside "what is here".
+- The password keys two things: the ID-encryptor's FiLM vector, and which donor face, from a bank
+  of MeMa faces (synthetic, privacy-audited), the new identity is drawn around. Another password,
+  another donor and another modulation: another person.
+- The gate decides per pixel between the patient (kept: the manifestation) and the new face. It
+  starts from MeMa's diagnostic region (eye rows kept, the rest replaced) and is learnt: the medical
+  losses pull it open where Enc_med needs the patient, the identity losses push it shut elsewhere.
+
+Reversal is not this network's job: the original face is sealed under the password into the
+output's pixels (`medeid.models.deid.payload`) and the ID-decryptor opens it (`medeid.models.deid.api`).
+
+Saved as a folder: `config.json` and `model.safetensors` (the network, the frozen Enc_med and the
+donor bank), loaded by `from_uri`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from medeid import storage
+from medeid.mema.generation import keep_region
+from medeid.models.medical import MedicalNet, MedicalNetConfig
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+GATE_PRIOR = 6.0  # logit of the starting gate: sigmoid(6) = 0.998 replaced outside the eye rows, kept inside
+
+
+@dataclass(frozen=True)
+class DeidNetConfig:
+    image_size: int = 128
+    widths: tuple[int, ...] = (16, 32, 64)  # image-encoder stages at strides 2, 4, 8
+    key_dim: int = 128
+    encryptor_blocks: int = 2  # FiLM residual blocks
+    use_enc_med: bool = True  # False: the ablation without medical semantics
+    medical: dict = field(default_factory=lambda: asdict(MedicalNetConfig()))
+    donors: int = 1
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    # GroupNorm, not BatchNorm: batches are small, and serving batches differ from training ones.
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.GroupNorm(4, cout), nn.SiLU())
+
+
+class ImageEncoder(nn.Module):
+    def __init__(self, widths: tuple[int, ...]):
+        super().__init__()
+        channels = (3, *widths)
+        self.stages = nn.ModuleList(nn.Sequential(_conv(channels[i], channels[i + 1], 2),
+                                                  _conv(channels[i + 1], channels[i + 1]))
+                                    for i in range(len(widths)))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+class FiLMBlock(nn.Module):
+    """A residual block whose normalised activations are scaled and shifted by the key."""
+
+    def __init__(self, channels: int, key_dim: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.norm = nn.GroupNorm(4, channels, affine=False)
+        self.film = nn.Linear(key_dim, 2 * channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1)
+
+    def forward(self, h: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.film(key)[:, :, None, None].chunk(2, dim=1)
+        return h + self.conv2(F.silu(self.norm(self.conv1(h)) * (1 + gamma) + beta))
+
+
+class IdEncryptor(nn.Module):
+    """Fuses image, medical and donor features, then changes identity under the key."""
+
+    def __init__(self, cin: int, channels: int, key_dim: int, blocks: int):
+        super().__init__()
+        self.fuse = nn.Conv2d(cin, channels, 1)
+        self.blocks = nn.ModuleList(FiLMBlock(channels, key_dim) for _ in range(blocks))
+
+    def forward(self, features: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        h = self.fuse(features)
+        for block in self.blocks:
+            h = block(h, key)
+        return h
+
+
+class MedSemDeIDNet(nn.Module):
+    def __init__(self, config: DeidNetConfig, donors: torch.Tensor | None = None):
+        super().__init__()
+        self.config = config
+        w, size = config.widths, config.image_size
+        self.medical = MedicalNet(MedicalNetConfig(**{**config.medical, "widths": tuple(config.medical["widths"])}))
+        self.medical.requires_grad_(False)
+        med_channels = self.medical.config.feature_channels
+        self.encoder = ImageEncoder(w)
+        self.encryptor = IdEncryptor(w[2] + med_channels + w[2], w[2], config.key_dim, config.encryptor_blocks)
+        self.up2 = _conv(w[2] + w[1], w[1])
+        self.up1 = _conv(w[1] + w[0], w[0])
+        self.full = _conv(w[0] + 6, 16)
+        self.head = nn.Conv2d(16, 4, 3, 1, 1)
+        nn.init.zeros_(self.head.weight)  # start as the prior composite: donor outside the eye rows
+        nn.init.zeros_(self.head.bias)
+        keep = torch.from_numpy(keep_region(size, None))[None, None]
+        self.register_buffer("gate_prior", GATE_PRIOR * (1 - 2 * keep), persistent=False)
+        if donors is None:
+            donors = torch.zeros(config.donors, size, size, 3, dtype=torch.uint8)
+        self.register_buffer("donors", donors)
+
+    def train(self, mode: bool = True) -> "MedSemDeIDNet":
+        super().train(mode)
+        self.medical.eval()  # frozen: its batch-norm statistics stay the ones it was trained with
+        return self
+
+    def donor_images(self, index: torch.Tensor) -> torch.Tensor:
+        """Donor faces `index` as model input, (N, 3, R, R) in [-1, 1]."""
+        return self.donors[index].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+    def medical_band(self, x: torch.Tensor) -> torch.Tensor:
+        top, end = self.medical.config.band_rows(x.shape[-2])
+        return x[:, :, top:end]
+
+    def medical_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Enc_med's features of the band, placed in the crop's stride-8 grid (zeros off the band)."""
+        grid = torch.zeros(len(x), self.medical.config.feature_channels, x.shape[-2] // 8, x.shape[-1] // 8,
+                           dtype=x.dtype, device=x.device)
+        if not self.config.use_enc_med:
+            return grid
+        features = self.medical.encode(self.medical_band(x))
+        top = round(self.medical.config.band_rows(x.shape[-2])[0] / 8)
+        rows = min(features.shape[-2], grid.shape[-2] - top)
+        grid[:, :, top:top + rows] = features[:, :, :rows]
+        return grid
+
+    def forward(self, x: torch.Tensor, key: torch.Tensor, donor: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x, donor: (N, 3, R, R) in [-1, 1]; key: (N, key_dim). Returns y, the new face t and gate g."""
+        f1, f2, f3 = self.encoder(x)
+        d3 = self.encoder(donor)[2]
+        h = self.encryptor(torch.cat([f3, self.medical_features(x), d3], 1), key)
+        h = self.up2(torch.cat([F.interpolate(h, size=f2.shape[-2:], mode="bilinear"), f2], 1))
+        h = self.up1(torch.cat([F.interpolate(h, size=f1.shape[-2:], mode="bilinear"), f1], 1))
+        h = self.full(torch.cat([F.interpolate(h, size=x.shape[-2:], mode="bilinear"), x, donor], 1))
+        out = self.head(h)
+        face = (donor + torch.tanh(out[:, :3])).clamp(-1, 1)
+        gate = torch.sigmoid(self.gate_prior + out[:, 3:])
+        return {"y": x + gate * (face - x), "face": face, "gate": gate}
+
+    def save(self, directory: str | Path, metadata: dict | None = None) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_FILE).write_text(json.dumps({**asdict(self.config), "metadata": metadata or {}},
+                                                        indent=1))
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_FILE))
+        return directory
+
+    @classmethod
+    def from_uri(cls, uri: str, settings: storage.S3Settings | None = None) -> "MedSemDeIDNet":
+        directory = storage.local_copy(uri, settings)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (directory / name).exists():
+                raise FileNotFoundError(f"{name} is missing from the MedSem-DeID model at {uri}")
+        values = json.loads((directory / CONFIG_FILE).read_text())
+        values.pop("metadata", None)
+        model = cls(DeidNetConfig(**{**values, "widths": tuple(values["widths"])}))
+        model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        return model.eval()
+
+
+def donor_bank(images: list[np.ndarray], size: int) -> torch.Tensor:
+    """MeMa faces as the model's donor bank: uint8 (N, size, size, 3)."""
+    import cv2
+
+    if not images:
+        raise ValueError("the donor bank is empty: MedSem-DeID needs synthetic (MeMa) faces to draw identities from")
+    return torch.from_numpy(np.stack([cv2.resize(i, (size, size), interpolation=cv2.INTER_CUBIC) for i in images]))
