@@ -2,6 +2,7 @@
 
     python jobs/benchmark.py index [--rows 1000000]
     python jobs/benchmark.py mema [--samples 256]
+    python jobs/benchmark.py deid [--photos 128]
 """
 
 import argparse
@@ -15,9 +16,11 @@ def main() -> int:
     parser.add_argument("suite", choices=[*SUITES, "all"])
     parser.add_argument("--rows", type=int, default=1_000_000, help="index suite: embeddings in the index")
     parser.add_argument("--samples", type=int, default=256, help="mema suite: images generated per run")
+    parser.add_argument("--photos", type=int, default=128, help="deid suite: photos de-identified per run")
     args = parser.parse_args()
     for name in SUITES if args.suite == "all" else [args.suite]:
-        kwargs = {"index": {"rows": args.rows}, "mema": {"samples": args.samples}}.get(name, {})
+        kwargs = {"index": {"rows": args.rows}, "mema": {"samples": args.samples},
+                  "deid": {"photos": args.photos}}.get(name, {})
         print(markdown(name, SUITES[name](**kwargs)), flush=True)
     return 0
 

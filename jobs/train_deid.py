@@ -23,7 +23,7 @@ from medeid.train.deid import train_deid
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archive", required=True, help="archive root with metadata/ and photos/")
-    parser.add_argument("--mema", required=True, help="a MeMa build: its released faces are the donor bank")
+    parser.add_argument("--mema", help="a MeMa build: its released faces are the donor bank (deid.donors: mema)")
     parser.add_argument("--models", required=True, help="folder or S3 prefix with medical/ and recognizer/")
     parser.add_argument("--output", required=True, help="folder or S3 prefix for the trained model")
     parser.add_argument("--runs", help="checkpoint storage (default <models>/runs)")

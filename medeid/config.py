@@ -144,12 +144,15 @@ class DeidConfig:
     key_dim: int = 128
     encryptor_blocks: int = 2
     use_enc_med: bool = True  # False trains the ablation without medical semantics
+    donors: str = "mema"  # where new identities come from: mema (a MeMa build) | synthetic (see models/deid/donors.py)
+    donor_count: int = 256  # at most this many donor faces in the model
     # Loss weights.
-    identity_weight: float = 1.0  # the output's embedding away from the input's (training recogniser)
-    diversity_weight: float = 0.5  # two passwords, two identities
+    identity_weight: float = 2.0  # the output's embedding away from the input's (training recogniser)
+    diversity_weight: float = 2.0  # two passwords, two identities
     medical_weight: float = 1.0  # Enc_med features, classifier outputs and lesion mask of output = input's
     realism_weight: float = 1.0  # the output's image gradients those of real faces (no seams, natural texture)
-    anchor_weight: float = 0.1  # the new face stays near its donor's colours
+    anchor_weight: float = 0.5  # the new face stays near its donor
+    kept_area_weight: float = 1.0  # the patient kept beyond the eye region costs this much (mean over pixels)
     identity_margin: float = 0.3  # cosine to the input the output must get below
     diversity_batch: int = 4  # photos a step drawn under a second password
     epochs: int = 6

@@ -2,7 +2,8 @@
 
 Starts a local S3 server and a `ray start --head` cluster and submits, with `ray job submit` as a
 user would on a real cluster, every job MeMa needs: the synthetic archive, the recognisers, the
-medical model, the generator fine-tune, the strategy comparison and build_mema itself. Then it
+medical model, the generator fine-tune, the strategy comparison and build_mema itself, then MedSem-DeID
+(and its ablation without Enc_med) and their evaluation against the baselines. Then it
 copies what a person looks at to a local folder (the S3 server keeps data in memory only) and
 stops everything, also on failure.
 """
@@ -17,6 +18,7 @@ from medeid.devstack import LocalS3, RayHead
 
 DEMO_BUCKET = "s3://medeid-demo"
 ARCHIVE, MODELS, MEMA = f"{DEMO_BUCKET}/archive", f"{DEMO_BUCKET}/models", f"{DEMO_BUCKET}/mema"
+DEID, DEID_ABLATION, EVALUATION = f"{MODELS}/deid", f"{MODELS}/deid-without-enc-med", f"{DEMO_BUCKET}/evaluation"
 
 STEPS = [  # (what, entrypoint)
     ("synthetic hospital archive", ["jobs/make_synthetic_archive.py", "--output", ARCHIVE]),
@@ -27,11 +29,20 @@ STEPS = [  # (what, entrypoint)
     ("generation strategies compared", ["jobs/build_mema.py", "--archive", ARCHIVE, "--models", MODELS,
                                         "--output", MEMA, "--compare-strategies"]),
     ("MeMa", ["jobs/build_mema.py", "--archive", ARCHIVE, "--models", MODELS, "--output", MEMA]),
+    ("MedSem-DeID", ["jobs/train_deid.py", "--archive", ARCHIVE, "--mema", MEMA, "--models", MODELS,
+                     "--output", DEID]),
+    ("MedSem-DeID without Enc_med (ablation)", ["jobs/train_deid.py", "--archive", ARCHIVE, "--mema", MEMA,
+                                                "--models", MODELS, "--output", DEID_ABLATION,
+                                                "--name", "deid-without-enc-med", "--without-enc-med"]),
+    ("de-identification evaluated against the baselines", ["jobs/evaluate.py", "--archive", ARCHIVE,
+                                                           "--models", MODELS, "--deid", DEID,
+                                                           "--deid-without-enc-med", DEID_ABLATION,
+                                                           "--output", EVALUATION]),
 ]
 # What people look at, copied out of the S3 server. Real-patient embeddings (mema/private) stay in.
 LOOK_AT = [("archive/contact_sheet.png", "archive"), ("archive/samples.png", "archive"),
            ("models/generator/samples.png", "generator"), ("mema/strategies.png", "mema"), ("mema/card", "mema/card"),
-           ("mema/run.json", "mema")]
+           ("mema/run.json", "mema"), ("models/deid/samples.png", "deid"), ("evaluation", "evaluation")]
 
 
 def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
@@ -60,6 +71,8 @@ def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
             else:
                 storage.copy_tree(uri, str(target), s3.settings)
     print(f"\n[demo] done in {(time.monotonic() - started) / 60:.1f} min. Look at:")
+    print(f"[demo]   {local / 'evaluation' / 'report.md'}       MedSem-DeID vs the baselines: bars, grids, privacy-utility plot")
+    print(f"[demo]   {local / 'deid' / 'samples.png'}             original / de-identified / recovered / wrong password")
     print(f"[demo]   {local / 'mema' / 'card' / 'README.md'}   the MeMa dataset card: bars, privacy audit, pictures")
     print(f"[demo]   {local / 'mema' / 'strategies.png'}        txt2img vs img2img vs inpainting, same conditions")
     print(f"[demo]   {local / 'generator' / 'samples.png'}      what the fine-tuned generator draws")

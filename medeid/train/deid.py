@@ -6,7 +6,9 @@ Each step de-identifies a batch under random keys and donors and minimises (weig
 - medical: the frozen medical model on output vs input: Enc_med features (MSE), disease, laterality
   and severity distributions (KL) and the lesion mask (BCE to the input's soft mask);
 - realism: the output's image gradients against those of real faces (the patient where kept, the
-  donor where replaced), which forbids seams and foreign texture; plus a light colour anchor to the donor.
+  donor where replaced), which forbids seams and foreign texture; plus a light colour anchor to the donor;
+- kept area: the share of the photo kept from the patient beyond the eye region, so the gate keeps
+  what the diagnosis needs and no more.
 The recogniser used here is the pipeline's; the held-out evaluator never is (DESIGN §2).
 Every `eval_every` epochs rank 0 measures held-out photos and writes a sample grid (original,
 de-identified, recovered, wrong password) beside the run's checkpoints.
@@ -25,13 +27,13 @@ import ray.train
 import torch
 import torch.nn.functional as F
 
-from medeid import codecs, storage
+from medeid import storage
 from medeid.config import DeidConfig
 from medeid.models.deid.api import MedSemDeID
 from medeid.models.deid.model import DeidNetConfig, MedSemDeIDNet, donor_bank
 from medeid.models.medical import MedicalNet
 from medeid.models.recognizer import INPUT_SIZE, load_torch_recognizer
-from medeid.pipelines.mema import read_landed
+from medeid.models.deid.donors import donor_images
 from medeid.synth.contact_sheet import image_grid
 from medeid.train.data import archive_dataset, patient_ids_by_split
 from medeid.train.harness import read_state, run_training, train_epochs
@@ -48,25 +50,33 @@ def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
 
 
-def medical_loss(medical: MedicalNet, band_y: torch.Tensor, reference: dict) -> torch.Tensor:
-    """How far the medical model's reading of the output is from its reading of the input."""
+def medical_loss(medical: MedicalNet, band_y: torch.Tensor, reference: dict, where: torch.Tensor) -> torch.Tensor:
+    """How far the medical model's reading of the output is from its reading of the input.
+
+    Features are compared where the manifestation lies (`where`, the eye region, at the features'
+    resolution): elsewhere in the band they describe hair and cheeks, which are identity, not diagnosis.
+    """
     out = medical(band_y)
-    loss = F.mse_loss(out["features"], reference["features"])
+    weight = F.interpolate(where, size=out["features"].shape[-2:], mode="area")
+    loss = ((out["features"] - reference["features"]) ** 2 * weight).mean() / weight.mean()
     for head in ("disease", "laterality", "severity"):
         loss = loss + F.kl_div(out[head].log_softmax(1), reference[head].softmax(1), reduction="batchmean")
     return loss + F.binary_cross_entropy_with_logits(out["mask"], torch.sigmoid(reference["mask"]))
 
 
-def deid_loss(net: MedSemDeIDNet, model, recognizer, x: torch.Tensor, cfg: dict,
+def deid_loss(net: MedSemDeIDNet, model, recognizer, images: torch.Tensor, cfg: dict,
               generator: torch.Generator) -> tuple[torch.Tensor, dict]:
     """The weighted training loss of one batch and its parts. `model` is `net`, maybe DDP-wrapped."""
+    x = to_model_input(images)
     n, k = len(x), min(cfg["diversity_batch"], len(x))
     # The first k photos a second time under another key and donor, in the same forward: DDP allows
     # one forward per backward.
     keys = F.normalize(torch.randn(n + k, cfg["key_dim"], generator=generator), dim=1)
-    donors = torch.randint(len(net.donors), (n,), generator=generator)
-    shift = torch.randint(1, max(2, len(net.donors)), (k,), generator=generator)
-    donors = torch.cat([donors, (donors[:k] + shift) % len(net.donors)])
+    # Donors as the API picks them: a key's choice among the donors of the nearest skin tones.
+    choices = net.donor_choices(images)
+    pick = torch.randint(choices.shape[1], (n,), generator=generator)
+    other = (pick[:k] + torch.randint(1, max(2, choices.shape[1]), (k,), generator=generator)) % choices.shape[1]
+    donors = torch.cat([choices[torch.arange(n), pick], choices[torch.arange(k), other]])
     donor = net.donor_images(donors)
     out = model(torch.cat([x, x[:k]]), keys, donor)
     y, y2, gate, donor, face = out["y"][:n], out["y"][n:], out["gate"][:n], donor[:n], out["face"][:n]
@@ -78,16 +88,18 @@ def deid_loss(net: MedSemDeIDNet, model, recognizer, x: torch.Tensor, cfg: dict,
     parts = {"identity": F.relu((e_y * e_x).sum(1) - cfg["identity_margin"]).mean(),
              "diversity": F.relu((e_y[:k] * e_y2).sum(1) - cfg["identity_margin"]).mean()}
 
-    parts["medical"] = medical_loss(net.medical, net.medical_band(y), reference)
+    parts["medical"] = medical_loss(net.medical, net.medical_band(y), reference, net.medical_band(net.eye_prior))
 
     kept = 1 - gate.detach()
     (x_rows, x_cols), (d_rows, d_cols), (y_rows, y_cols) = map(image_gradients, (x, donor, y))
     parts["realism"] = (F.l1_loss(y_rows, kept[..., 1:, :] * x_rows + (1 - kept[..., 1:, :]) * d_rows)
                         + F.l1_loss(y_cols, kept[..., :, 1:] * x_cols + (1 - kept[..., :, 1:]) * d_cols))
     parts["anchor"] = F.l1_loss(face, donor)
+    parts["kept_area"] = ((1 - gate) * (1 - net.eye_prior)).mean()
 
     weights = {"identity": cfg["identity_weight"], "diversity": cfg["diversity_weight"],
-               "medical": cfg["medical_weight"], "realism": cfg["realism_weight"], "anchor": cfg["anchor_weight"]}
+               "medical": cfg["medical_weight"], "realism": cfg["realism_weight"], "anchor": cfg["anchor_weight"],
+               "kept_area": cfg["kept_area_weight"]}
     total = sum(weights[name] * value for name, value in parts.items())
     return total, {name: float(value.detach()) for name, value in parts.items()}
 
@@ -135,7 +147,7 @@ def train_loop_per_worker(config: dict) -> None:
     eval_images = config["eval_images"]
 
     def train_step(model, batch):
-        loss, parts = deid_loss(net, model, recognizer, to_model_input(batch["image"]), config, generator)
+        loss, parts = deid_loss(net, model, recognizer, batch["image"], config, generator)
         return loss
 
     def evaluate(model, test, epoch) -> dict:
@@ -151,19 +163,13 @@ def train_loop_per_worker(config: dict) -> None:
                  ddp_kwargs={"forward_sync_buffers": False})
 
 
-def load_donors(mema_uri: str, size: int, settings: storage.S3Settings | None = None) -> np.ndarray:
-    """The released MeMa faces as a donor bank, uint8 (N, size, size, 3)."""
-    table = read_landed(mema_uri, "shards", ["sample_id", "image"], settings).sort_by("sample_id")
-    return donor_bank([codecs.decode(b) for b in table.column("image").to_pylist()], size).numpy()
-
-
 def net_config(cfg: DeidConfig, medical: MedicalNet, donors: int) -> DeidNetConfig:
     return DeidNetConfig(image_size=cfg.image_size, widths=tuple(cfg.widths), key_dim=cfg.key_dim,
                          encryptor_blocks=cfg.encryptor_blocks, use_enc_med=cfg.use_enc_med,
                          medical=dataclasses.asdict(medical.config), donors=donors)
 
 
-def train_deid(archive_root: str, mema_uri: str, models_uri: str, output_uri: str, runs_uri: str, name: str,
+def train_deid(archive_root: str, mema_uri: str | None, models_uri: str, output_uri: str, runs_uri: str, name: str,
                cfg: DeidConfig, settings: storage.S3Settings | None = None,
                fail_after_epoch: int | None = None) -> dict:
     """Train on the archive's training patients with MeMa donors; save the model to `output_uri`.
@@ -171,7 +177,8 @@ def train_deid(archive_root: str, mema_uri: str, models_uri: str, output_uri: st
     `models_uri` holds `medical/` (Enc_med, frozen) and `recognizer/` (a pack with torch weights)."""
     medical_uri, recognizer_uri = storage.join(models_uri, "medical"), storage.join(models_uri, "recognizer")
     medical = MedicalNet.from_uri(medical_uri, settings)
-    donors = load_donors(mema_uri, cfg.image_size, settings)
+    donors = donor_bank(donor_images(cfg.donors, size=cfg.image_size, count=cfg.donor_count, mema_uri=mema_uri,
+                                     seed=cfg.seed, settings=settings), cfg.image_size).numpy()
     n_train = len(patient_ids_by_split(archive_root, cfg.held_out, settings)["train"])
     datasets = {split: archive_dataset(archive_root, split, cfg.image_size, settings=settings, held_out=cfg.held_out)
                 .select_columns(["image"]).materialize() for split in ("train", "test")}
@@ -188,10 +195,10 @@ def train_deid(archive_root: str, mema_uri: str, models_uri: str, output_uri: st
     metrics = dict(result.metrics)
     net = MedSemDeIDNet(net_config(cfg, medical, len(donors)), torch.from_numpy(donors))
     net.load_state_dict(read_state(result.checkpoint)["model"])
-    figures = {**metrics, "train_photos": n_train, "donors": len(donors), "archive": archive_root, "mema": mema_uri,
+    figures = {**metrics, "train_photos": n_train, "donors": len(donors), "donor_source": cfg.donors, "archive": archive_root, "mema": mema_uri,
                "config": dataclasses.asdict(cfg)}
     with tempfile.TemporaryDirectory() as directory:
-        net.save(directory, {"trained_on": archive_root, "donors_from": mema_uri})
+        net.save(directory, {"trained_on": archive_root, "donors": cfg.donors, "mema": mema_uri})
         (Path(directory) / "metrics.json").write_text(json.dumps(figures, indent=1))
         grid = sample_grid(net.eval(), eval_images)
         (Path(directory) / "samples.png").write_bytes(grid)

@@ -46,9 +46,9 @@ class Recovery:
         return np.array([s == RECOVERED for s in self.status])
 
 
-def donor_index(key: ModelKey, donors: int) -> int:
-    """Which donor face a key draws its new identity around (a hash of the key, not the key)."""
-    return int.from_bytes(hashlib.sha256(b"medeid/donor\x00" + key.cipher_key).digest()[:8], "big") % donors
+def donor_choice(key: ModelKey, choices: int) -> int:
+    """Which of a photo's donor choices a key draws its new identity around (a hash of the key)."""
+    return int.from_bytes(hashlib.sha256(b"medeid/donor\x00" + key.cipher_key).digest()[:8], "big") % choices
 
 
 def _keys(password: Password | Sequence[Password], n: int, dim: int) -> list[ModelKey]:
@@ -97,9 +97,11 @@ class MedSemDeID:
     @torch.no_grad()
     def deidentify_crops(self, crops: np.ndarray, keys: list[ModelKey]) -> np.ndarray:
         """The network alone: face crops uint8 (N, R, R, 3) -> de-identified crops, no seal."""
-        x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        pixels = torch.from_numpy(crops).to(self.device)
+        x = pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0
         vectors = torch.from_numpy(np.stack([k.vector for k in keys])).to(self.device)
-        donors = torch.tensor([donor_index(k, len(self.net.donors)) for k in keys], device=self.device)
+        choices = self.net.donor_choices(pixels)
+        donors = torch.stack([row[donor_choice(k, len(row))] for row, k in zip(choices, keys)])
         y = self.net(x, vectors, self.net.donor_images(donors))["y"]
         return ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 

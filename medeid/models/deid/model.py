@@ -11,10 +11,16 @@
   medically here" beside "what is here".
 - The password keys two things: the ID-encryptor's FiLM vector, and which donor face, from a bank
   of MeMa faces (synthetic, privacy-audited), the new identity is drawn around. Another password,
-  another donor and another modulation: another person.
+  another donor and another modulation: another person. The donor is drawn among the
+  `DONOR_CHOICES` whose skin tone is nearest the patient's, so the kept eye region sits in a face
+  of its own colour (face-swap practice: one attribute shared, the person not).
 - The gate decides per pixel between the patient (kept: the manifestation) and the new face. It
-  starts from MeMa's diagnostic region (eye rows kept, the rest replaced) and is learnt: the medical
-  losses pull it open where Enc_med needs the patient, the identity losses push it shut elsewhere.
+  starts from MeMa's diagnostic region (the eyes kept, the rest replaced) and is learnt around the
+  eyes only (`GATE_ZONE_PX`): the medical losses pull it open where Enc_med needs the patient, the
+  identity losses push it shut. Elsewhere the face is always the new one: hair, face shape, cheeks
+  and mouth carry identity and no diagnosis, so no loss may trade them back.
+- The new face is the donor plus a bounded, smooth correction (harmonising colour at the seams):
+  it cannot paint patterns, which is how a network fools the recogniser it is trained against.
 
 Reversal is not this network's job: the original face is sealed under the password into the
 output's pixels (`medeid.models.deid.payload`) and the ID-decryptor opens it (`medeid.models.deid.api`).
@@ -29,6 +35,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -40,7 +47,13 @@ from medeid.mema.generation import keep_region
 from medeid.models.medical import MedicalNet, MedicalNetConfig
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
-GATE_PRIOR = 6.0  # logit of the starting gate: sigmoid(6) = 0.998 replaced outside the eye rows, kept inside
+FACE_CORRECTION = 0.2  # at most this far from the donor, in [-1, 1] units (a tenth of the range)
+CORRECTION_STRIDE = 8  # the correction is this coarse: colour, not texture
+GATE_ZONE = 0.04  # the gate is learnt within this fraction of the crop around the eye region
+DONOR_CHOICES = 64  # donors of the nearest skin tones a key chooses among
+SKIN_ROWS, SKIN_COLUMNS = (0.56, 0.7), (0.25, 0.75)  # cheeks and nose: skin in every face crop
+GATE_PRIOR = 6.0  # logit of the starting gate: sigmoid(6) = 0.998 replaced outside the eyes, kept inside
+EYE_COLUMNS = (0.2, 0.8)  # of the crop's width: both eyes and their canthi, not the face's edges, hair or background
 
 
 @dataclass(frozen=True)
@@ -121,16 +134,29 @@ class MedSemDeIDNet(nn.Module):
         self.head = nn.Conv2d(16, 4, 3, 1, 1)
         nn.init.zeros_(self.head.weight)  # start as the prior composite: donor outside the eye rows
         nn.init.zeros_(self.head.bias)
-        keep = torch.from_numpy(keep_region(size, None))[None, None]
+        keep = keep_region(size, None)
+        keep[:, :round(EYE_COLUMNS[0] * size)] = 0
+        keep[:, round(EYE_COLUMNS[1] * size):] = 0
+        keep = torch.from_numpy(cv2.GaussianBlur(keep, (0, 0), 1.5))[None, None]
         self.register_buffer("gate_prior", GATE_PRIOR * (1 - 2 * keep), persistent=False)
+        self.register_buffer("eye_prior", keep, persistent=False)
+        grow = 2 * round(GATE_ZONE * size) + 1
+        zone = F.max_pool2d((keep > 0.5).float(), grow, stride=1, padding=grow // 2)
+        self.register_buffer("gate_zone", zone, persistent=False)
         if donors is None:
             donors = torch.zeros(config.donors, size, size, 3, dtype=torch.uint8)
         self.register_buffer("donors", donors)
+        self.register_buffer("donor_skin", skin_tone(donors))
 
     def train(self, mode: bool = True) -> "MedSemDeIDNet":
         super().train(mode)
         self.medical.eval()  # frozen: its batch-norm statistics stay the ones it was trained with
         return self
+
+    def donor_choices(self, x_uint8_nhwc: torch.Tensor) -> torch.Tensor:
+        """(N, DONOR_CHOICES) indices of the donors nearest each photo's skin tone, nearest first."""
+        distance = torch.cdist(skin_tone(x_uint8_nhwc), self.donor_skin)
+        return distance.argsort(dim=1)[:, :min(DONOR_CHOICES, len(self.donors))]
 
     def donor_images(self, index: torch.Tensor) -> torch.Tensor:
         """Donor faces `index` as model input, (N, 3, R, R) in [-1, 1]."""
@@ -161,8 +187,10 @@ class MedSemDeIDNet(nn.Module):
         h = self.up1(torch.cat([F.interpolate(h, size=f1.shape[-2:], mode="bilinear"), f1], 1))
         h = self.full(torch.cat([F.interpolate(h, size=x.shape[-2:], mode="bilinear"), x, donor], 1))
         out = self.head(h)
-        face = (donor + torch.tanh(out[:, :3])).clamp(-1, 1)
-        gate = torch.sigmoid(self.gate_prior + out[:, 3:])
+        coarse = F.avg_pool2d(out[:, :3], CORRECTION_STRIDE)
+        correction = F.interpolate(torch.tanh(coarse), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        face = (donor + FACE_CORRECTION * correction).clamp(-1, 1)
+        gate = torch.sigmoid(self.gate_prior + self.gate_zone * out[:, 3:])
         return {"y": x + gate * (face - x), "face": face, "gate": gate}
 
     def save(self, directory: str | Path, metadata: dict | None = None) -> Path:
@@ -186,10 +214,17 @@ class MedSemDeIDNet(nn.Module):
         return model.eval()
 
 
-def donor_bank(images: list[np.ndarray], size: int) -> torch.Tensor:
-    """MeMa faces as the model's donor bank: uint8 (N, size, size, 3)."""
-    import cv2
+def skin_tone(images_uint8_nhwc: torch.Tensor) -> torch.Tensor:
+    """Median RGB of each face's cheeks and nose, float (N, 3)."""
+    size = images_uint8_nhwc.shape[1]
+    rows = slice(round(SKIN_ROWS[0] * size), round(SKIN_ROWS[1] * size))
+    cols = slice(round(SKIN_COLUMNS[0] * size), round(SKIN_COLUMNS[1] * size))
+    patch = images_uint8_nhwc[:, rows, cols].reshape(len(images_uint8_nhwc), -1, 3).float()
+    return patch.median(dim=1).values if len(patch) else torch.zeros(0, 3)
 
+
+def donor_bank(images: list[np.ndarray], size: int) -> torch.Tensor:
+    """Donor faces (`medeid.models.deid.donors`) as the model's bank: uint8 (N, size, size, 3)."""
     if not images:
         raise ValueError("the donor bank is empty: MedSem-DeID needs synthetic (MeMa) faces to draw identities from")
     return torch.from_numpy(np.stack([cv2.resize(i, (size, size), interpolation=cv2.INTER_CUBIC) for i in images]))

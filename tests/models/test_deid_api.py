@@ -1,0 +1,108 @@
+"""The inference API: de-identify, recover with the right password, refuse a wrong one, and leave
+every pixel outside the face as it was."""
+
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+from insightface.utils.face_align import arcface_dst
+
+from medeid.models.deid.api import NO_RECOVERY_DATA, RECOVERED, WRONG_PASSWORD, MedSemDeID, donor_choice
+from medeid.models.deid.align import paste_weight, face_crop
+from medeid.models.deid.donors import synthetic_donors
+from medeid.models.deid.model import DeidNetConfig, MedSemDeIDNet, donor_bank
+from medeid.models.medical import MedicalNet, MedicalNetConfig
+from medeid.passwords import Secret, derive_model_key
+
+from tests.models.test_deid_align import photo
+
+SIZE = 64
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(float) - b) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def model() -> MedSemDeID:
+    torch.manual_seed(0)
+    medical = MedicalNet(MedicalNetConfig(image_size=SIZE, widths=(8, 16, 24, 32))).eval()
+    donors = donor_bank(synthetic_donors(6, SIZE), SIZE)
+    net = MedSemDeIDNet(DeidNetConfig(image_size=SIZE, widths=(8, 16, 16), medical=asdict(medical.config),
+                                      donors=len(donors)), donors)
+    return MedSemDeID(net)
+
+
+def faces(n: int) -> list[np.ndarray]:
+    return [synthetic_donors(1, SIZE, seed=100 + i)[0] for i in range(n)]
+
+
+def test_recover_restores_what_deidentify_changed_and_only_with_the_right_password(model):
+    originals = faces(4)
+    anonymized = model.deidentify(originals, Secret("the right password"))
+    for original, out in zip(originals, anonymized):
+        assert psnr(original, out) < 25  # the face really changed
+    recovered = model.recover(anonymized, "the right password")
+    assert recovered.status == [RECOVERED] * 4
+    for original, back in zip(originals, recovered.images):
+        assert psnr(original, back) >= 30
+
+    wrong = model.recover(anonymized, "a wrong password")
+    assert wrong.status == [WRONG_PASSWORD] * 4 and not wrong.recovered.any()
+    for original, out, back in zip(originals, anonymized, wrong.images):
+        np.testing.assert_array_equal(back, out)  # still the de-identified face, not the original
+    assert model.recover(originals, "the right password").status == [NO_RECOVERY_DATA] * 4
+
+
+def test_the_same_password_gives_the_same_output_and_another_a_different_one(model):
+    original = faces(1)
+    first = model.deidentify(original, "p1")[0]
+    np.testing.assert_array_equal(first, model.deidentify(original, "p1")[0])
+    assert psnr(first, model.deidentify(original, "p2")[0]) < 30
+
+
+def test_one_password_per_photo_restores_each_with_its_own(model):
+    originals = faces(3)
+    passwords = ["a", "b", "c"]
+    anonymized = model.deidentify(originals, passwords)
+    assert model.recover(anonymized, passwords).status == [RECOVERED] * 3
+    assert model.recover(anonymized, ["a", "c", "b"]).status == [RECOVERED, WRONG_PASSWORD, WRONG_PASSWORD]
+    with pytest.raises(ValueError, match="2 passwords for 3 photos"):
+        model.deidentify(originals, ["a", "b"])
+
+
+def test_pixels_outside_the_face_are_the_photos_own_bit_for_bit(model):
+    wide = photo(90, 150, seed=3)  # central square 90 x 90: 30 columns either side are not face
+    anonymized = model.deidentify([wide], "pw")[0]
+    outside = paste_weight(wide.shape, face_crop(wide, SIZE)[1]) == 0
+    assert outside[:, :29].all() and outside[:, 121:].all()  # at most one pixel of interpolation fringe
+    np.testing.assert_array_equal(anonymized[outside], wide[outside])
+    assert (anonymized[~outside] != wide[~outside]).any()
+    assert psnr(model.recover([anonymized], "pw").images[0], wide) >= 30
+
+    # An aligned face from five landmarks: outside the warped crop nothing changes either.
+    big = photo(200, 220, seed=4)
+    landmarks = arcface_dst * 1.2 + np.array([40.0, 50.0])
+    anonymized = model.deidentify([big], "pw", landmarks=[landmarks])[0]
+    outside = paste_weight(big.shape, face_crop(big, SIZE, landmarks)[1]) == 0
+    assert outside.mean() > 0.5
+    np.testing.assert_array_equal(anonymized[outside], big[outside])
+    assert psnr(model.recover([anonymized], "pw", landmarks=[landmarks]).images[0], big) >= 30
+
+
+def test_the_eyes_are_kept_and_the_rest_drawn_from_the_keys_donor_before_any_training(model):
+    original = faces(1)[0]
+    out = model.deidentify_crops(original[None], [derive_model_key("pw")])[0].astype(int)
+    choices = model.net.donor_choices(torch.from_numpy(original[None]))[0]
+    donor = model.net.donors[choices[donor_choice(derive_model_key("pw"), len(choices))]].numpy().astype(int)
+    eyes = (slice(round(0.36 * SIZE), round(0.5 * SIZE)), slice(round(0.25 * SIZE), round(0.75 * SIZE)))
+    chin = (slice(round(0.85 * SIZE), SIZE), slice(None))
+    assert np.abs(out[eyes] - original[eyes]).mean() < 3  # the manifestation's region: the patient's
+    assert np.abs(out[chin] - donor[chin]).mean() < 3  # elsewhere: the donor's face
+
+
+def test_photos_must_be_uint8_rgb(model):
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        model.deidentify([np.zeros((64, 64), np.uint8)], "pw")
