@@ -149,7 +149,7 @@ class DeidConfig:
     # Loss weights.
     identity_weight: float = 2.0  # the output's embedding away from the input's (training recogniser)
     diversity_weight: float = 2.0  # two passwords, two identities
-    medical_weight: float = 1.0  # Enc_med features, classifier outputs and lesion mask of output = input's
+    medical_weight: float = 1.5  # Enc_med features, classifier outputs and lesion mask of output = input's
     realism_weight: float = 1.0  # the output's image gradients those of real faces (no seams, natural texture)
     anchor_weight: float = 0.5  # the new face stays near its donor
     kept_area_weight: float = 1.0  # the patient kept beyond the eye region costs this much (mean over pixels)
@@ -161,6 +161,7 @@ class DeidConfig:
     eval_every: int = 2  # epochs between held-out checks and sample grids
     eval_photos: int = 64
     num_workers: int = 2
+    use_gpu: bool = False
     held_out: float = 0.2  # the archive's held-out patients, never trained on
     seed: int = 0
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import ray.train
+import ray.train.torch
 import torch
 import torch.nn.functional as F
 
@@ -71,12 +72,12 @@ def deid_loss(net: MedSemDeIDNet, model, recognizer, images: torch.Tensor, cfg: 
     n, k = len(x), min(cfg["diversity_batch"], len(x))
     # The first k photos a second time under another key and donor, in the same forward: DDP allows
     # one forward per backward.
-    keys = F.normalize(torch.randn(n + k, cfg["key_dim"], generator=generator), dim=1)
+    keys = F.normalize(torch.randn(n + k, cfg["key_dim"], generator=generator), dim=1).to(x.device)
     # Donors as the API picks them: a key's choice among the donors of the nearest skin tones.
-    choices = net.donor_choices(images)
+    choices = net.donor_choices(images).cpu()
     pick = torch.randint(choices.shape[1], (n,), generator=generator)
     other = (pick[:k] + torch.randint(1, max(2, choices.shape[1]), (k,), generator=generator)) % choices.shape[1]
-    donors = torch.cat([choices[torch.arange(n), pick], choices[torch.arange(k), other]])
+    donors = torch.cat([choices[torch.arange(n), pick], choices[torch.arange(k), other]]).to(x.device)
     donor = net.donor_images(donors)
     out = model(torch.cat([x, x[:k]]), keys, donor)
     y, y2, gate, donor, face = out["y"][:n], out["y"][n:], out["gate"][:n], donor[:n], out["face"][:n]
@@ -110,9 +111,10 @@ def to_model_input(images: torch.Tensor) -> torch.Tensor:
 
 def held_out_figures(net: MedSemDeIDNet, recognizer, images: np.ndarray) -> dict:
     """Quick held-out figures under one password: identity cosine and disease agreement."""
-    deid = MedSemDeID(net)
+    device = net.donors.device
+    deid = MedSemDeID(net, device=str(device))
     out = np.stack(deid.deidentify(list(images), "held-out check"))
-    x, y = to_model_input(torch.from_numpy(images)), to_model_input(torch.from_numpy(out))
+    x, y = (to_model_input(torch.from_numpy(a)).to(device) for a in (images, out))
     cosine = (F.normalize(recognizer(recognizer_input(x))) * F.normalize(recognizer(recognizer_input(y)))).sum(1)
     before = net.medical(net.medical_band(x))["disease"].argmax(1)
     after = net.medical(net.medical_band(y))["disease"].argmax(1)
@@ -122,7 +124,7 @@ def held_out_figures(net: MedSemDeIDNet, recognizer, images: np.ndarray) -> dict
 
 def sample_grid(net: MedSemDeIDNet, images: np.ndarray) -> bytes:
     """PNG: original / de-identified / recovered / wrong password / another password, one photo a column."""
-    deid = MedSemDeID(net)
+    deid = MedSemDeID(net, device=str(net.donors.device))
     photos = list(images[:GRID_PHOTOS])
     anonymized = deid.deidentify(photos, "grid password")
     rows = [photos, anonymized, deid.recover(anonymized, "grid password").images,
@@ -142,6 +144,7 @@ def train_loop_per_worker(config: dict) -> None:
     medical = MedicalNet.from_uri(config["medical_uri"], settings)
     recognizer = load_torch_recognizer(storage.local_copy(config["recognizer_uri"], settings))
     recognizer.requires_grad_(False)
+    recognizer.to(ray.train.torch.get_device())
     net = MedSemDeIDNet(DeidNetConfig(**config["net"]), torch.from_numpy(np.array(config["donors"])))
     net.medical.load_state_dict(medical.state_dict())
     eval_images = config["eval_images"]
@@ -191,7 +194,7 @@ def train_deid(archive_root: str, mema_uri: str | None, models_uri: str, output_
               "fail_after_epoch": fail_after_epoch,
               "steps_per_epoch": n_train // (cfg.batch_size * cfg.num_workers)}
     result = run_training(train_loop_per_worker, config, name=name, storage_uri=runs_uri, datasets=datasets,
-                          num_workers=cfg.num_workers, settings=settings)
+                          num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, settings=settings)
     metrics = dict(result.metrics)
     net = MedSemDeIDNet(net_config(cfg, medical, len(donors)), torch.from_numpy(donors))
     net.load_state_dict(read_state(result.checkpoint)["model"])

@@ -11,7 +11,7 @@ from insightface.utils.face_align import arcface_dst
 from medeid.models.deid.api import NO_RECOVERY_DATA, RECOVERED, WRONG_PASSWORD, MedSemDeID, donor_choice
 from medeid.models.deid.align import paste_weight, face_crop
 from medeid.models.deid.donors import synthetic_donors
-from medeid.models.deid.model import DeidNetConfig, MedSemDeIDNet, donor_bank
+from medeid.models.deid.model import EYE_COLUMNS, EYE_ROWS, DeidNetConfig, MedSemDeIDNet, donor_bank
 from medeid.models.medical import MedicalNet, MedicalNetConfig
 from medeid.passwords import Secret, derive_model_key
 
@@ -97,7 +97,8 @@ def test_the_eyes_are_kept_and_the_rest_drawn_from_the_keys_donor_before_any_tra
     out = model.deidentify_crops(original[None], [derive_model_key("pw")])[0].astype(int)
     choices = model.net.donor_choices(torch.from_numpy(original[None]))[0]
     donor = model.net.donors[choices[donor_choice(derive_model_key("pw"), len(choices))]].numpy().astype(int)
-    eyes = (slice(round(0.36 * SIZE), round(0.5 * SIZE)), slice(round(0.25 * SIZE), round(0.75 * SIZE)))
+    eyes = (slice(round((EYE_ROWS[0] + 0.03) * SIZE), round((EYE_ROWS[1] - 0.03) * SIZE)),
+            slice(round((EYE_COLUMNS[0] + 0.03) * SIZE), round((EYE_COLUMNS[1] - 0.03) * SIZE)))
     chin = (slice(round(0.85 * SIZE), SIZE), slice(None))
     assert np.abs(out[eyes] - original[eyes]).mean() < 3  # the manifestation's region: the patient's
     assert np.abs(out[chin] - donor[chin]).mean() < 3  # elsewhere: the donor's face

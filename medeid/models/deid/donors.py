@@ -3,11 +3,14 @@
 - `mema`: the released faces of a MeMa build, synthetic and privacy-audited (no face matches a real
   patient). What a real deployment uses, with MeMa generated at GPU scale.
 - `synthetic`: faces the synthetic world's renderer draws for people who are not in any cohort
-  (their own seed stream), frontal and evenly lit. The demo's tiny MeMa generator, trained for
+  (their own seed stream), frontal and centred like an aligned crop, under a clinic camera's
+  lighting, walls, clothing and noise, so no two donors share a backdrop. The demo's tiny MeMa generator, trained for
   minutes on two cores, draws smeared lower faces; these stand in for what a GPU-trained one draws.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -15,7 +18,7 @@ from medeid import codecs, storage
 from medeid.pipelines.mema import read_landed
 from medeid.synth.conditions import Condition
 from medeid.synth.identity import SEXES, sample_identity
-from medeid.synth.nuisance import Nuisance
+from medeid.synth.nuisance import sample_nuisance
 from medeid.synth.render import render
 
 SOURCES = ("mema", "synthetic")
@@ -27,7 +30,10 @@ def synthetic_donors(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
     for i in range(count):
         rng = np.random.default_rng([DONOR_STREAM, seed, i])
         identity = sample_identity(rng, int(rng.integers(20, 81)), SEXES[i % len(SEXES)])
-        faces.append(render(identity, Condition(), Nuisance(), size).image)
+        # The camera's variation without its geometry: the patient's eyes go where the donor's were.
+        camera = dataclasses.replace(sample_nuisance(rng), rotation=0.0, scale=1.0, shift_x=0.0, shift_y=0.0, yaw=0.0,
+                                     gaze_x=0.0, gaze_y=0.0, eye_openness=1.0)
+        faces.append(render(identity, Condition(), camera, size).image)
     return faces
 
 

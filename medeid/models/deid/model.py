@@ -43,17 +43,18 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medeid import storage
-from medeid.mema.generation import keep_region
 from medeid.models.medical import MedicalNet, MedicalNetConfig
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 FACE_CORRECTION = 0.2  # at most this far from the donor, in [-1, 1] units (a tenth of the range)
 CORRECTION_STRIDE = 8  # the correction is this coarse: colour, not texture
-GATE_ZONE = 0.04  # the gate is learnt within this fraction of the crop around the eye region
+GATE_ZONE = 0.05  # the gate is learnt within this fraction of the crop around the eye region
 DONOR_CHOICES = 64  # donors of the nearest skin tones a key chooses among
 SKIN_ROWS, SKIN_COLUMNS = (0.56, 0.7), (0.25, 0.75)  # cheeks and nose: skin in every face crop
 GATE_PRIOR = 6.0  # logit of the starting gate: sigmoid(6) = 0.998 replaced outside the eyes, kept inside
-EYE_COLUMNS = (0.2, 0.8)  # of the crop's width: both eyes and their canthi, not the face's edges, hair or background
+# The region kept from the start, as fractions of the crop: brows to lower lids (upper-lid lesions
+# reach the brows), both eyes and their canthi; not the face's edges, hair or background.
+EYE_ROWS, EYE_COLUMNS = (0.32, 0.54), (0.14, 0.86)
 
 
 @dataclass(frozen=True)
@@ -134,9 +135,8 @@ class MedSemDeIDNet(nn.Module):
         self.head = nn.Conv2d(16, 4, 3, 1, 1)
         nn.init.zeros_(self.head.weight)  # start as the prior composite: donor outside the eye rows
         nn.init.zeros_(self.head.bias)
-        keep = keep_region(size, None)
-        keep[:, :round(EYE_COLUMNS[0] * size)] = 0
-        keep[:, round(EYE_COLUMNS[1] * size):] = 0
+        keep = np.zeros((size, size), np.float32)
+        keep[round(EYE_ROWS[0] * size):round(EYE_ROWS[1] * size), round(EYE_COLUMNS[0] * size):round(EYE_COLUMNS[1] * size)] = 1
         keep = torch.from_numpy(cv2.GaussianBlur(keep, (0, 0), 1.5))[None, None]
         self.register_buffer("gate_prior", GATE_PRIOR * (1 - 2 * keep), persistent=False)
         self.register_buffer("eye_prior", keep, persistent=False)
