@@ -152,7 +152,7 @@ class DeidConfig:
     medical_weight: float = 1.5  # Enc_med features, classifier outputs and lesion mask of output = input's
     realism_weight: float = 1.0  # the output's image gradients those of real faces (no seams, natural texture)
     anchor_weight: float = 0.5  # the new face stays near its donor
-    kept_area_weight: float = 1.0  # the patient kept beyond the eye region costs this much (mean over pixels)
+    kept_area_weight: float = 1.0  # the share of the photo kept from the patient costs this much
     identity_margin: float = 0.3  # cosine to the input the output must get below
     diversity_batch: int = 4  # photos a step drawn under a second password
     epochs: int = 6

@@ -7,8 +7,8 @@ Each step de-identifies a batch under random keys and donors and minimises (weig
   and severity distributions (KL) and the lesion mask (BCE to the input's soft mask);
 - realism: the output's image gradients against those of real faces (the patient where kept, the
   donor where replaced), which forbids seams and foreign texture; plus a light colour anchor to the donor;
-- kept area: the share of the photo kept from the patient beyond the eye region, so the gate keeps
-  what the diagnosis needs and no more.
+- kept area: the share of the photo kept from the patient, so the gate keeps what the diagnosis
+  needs and no more.
 The recogniser used here is the pipeline's; the held-out evaluator never is (DESIGN §2).
 Every `eval_every` epochs rank 0 measures held-out photos and writes a sample grid (original,
 de-identified, recovered, wrong password) beside the run's checkpoints.
@@ -96,7 +96,7 @@ def deid_loss(net: MedSemDeIDNet, model, recognizer, images: torch.Tensor, cfg: 
     parts["realism"] = (F.l1_loss(y_rows, kept[..., 1:, :] * x_rows + (1 - kept[..., 1:, :]) * d_rows)
                         + F.l1_loss(y_cols, kept[..., :, 1:] * x_cols + (1 - kept[..., :, 1:]) * d_cols))
     parts["anchor"] = F.l1_loss(face, donor)
-    parts["kept_area"] = ((1 - gate) * (1 - net.eye_prior)).mean()
+    parts["kept_area"] = (1 - gate).mean()
 
     weights = {"identity": cfg["identity_weight"], "diversity": cfg["diversity_weight"],
                "medical": cfg["medical_weight"], "realism": cfg["realism_weight"], "anchor": cfg["anchor_weight"],

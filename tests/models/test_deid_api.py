@@ -107,3 +107,22 @@ def test_the_eyes_are_kept_and_the_rest_drawn_from_the_keys_donor_before_any_tra
 def test_photos_must_be_uint8_rgb(model):
     with pytest.raises(ValueError, match="uint8 RGB"):
         model.deidentify([np.zeros((64, 64), np.uint8)], "pw")
+
+
+def test_what_the_medical_segmenter_marks_as_lesion_is_kept_and_the_ablation_keeps_only_the_eyes():
+    torch.manual_seed(0)
+    medical = MedicalNet(MedicalNetConfig(image_size=SIZE, widths=(8, 16, 24, 32))).eval()
+    torch.nn.init.constant_(medical.mask_head.bias, 20.0)  # a segmenter that sees lesion everywhere in its band
+    donors = donor_bank(synthetic_donors(6, SIZE), SIZE)
+    original = faces(1)[0]
+    top, end = medical.config.band_rows(SIZE)
+    outputs = {}
+    for use_enc_med in (True, False):
+        net = MedSemDeIDNet(DeidNetConfig(image_size=SIZE, widths=(8, 16, 16), medical=asdict(medical.config),
+                                          donors=len(donors), use_enc_med=use_enc_med), donors)
+        net.medical.load_state_dict(medical.state_dict())
+        outputs[use_enc_med] = MedSemDeID(net).deidentify_crops(original[None], [derive_model_key("pw")])[0]
+    band = (slice(top + 2, end - 2), slice(2, SIZE - 2))
+    below_eyes = (slice(round((EYE_ROWS[1] + 0.04) * SIZE), end - 2), slice(2, SIZE - 2))
+    assert np.abs(outputs[True][band].astype(int) - original[band]).mean() < 2  # the whole "lesion" kept
+    assert np.abs(outputs[False][below_eyes].astype(int) - original[below_eyes]).mean() > 5  # replaced

@@ -15,9 +15,9 @@
   `DONOR_CHOICES` whose skin tone is nearest the patient's, so the kept eye region sits in a face
   of its own colour (face-swap practice: one attribute shared, the person not).
 - The gate decides per pixel between the patient (kept: the manifestation) and the new face. It
-  starts from MeMa's diagnostic region (the eyes kept, the rest replaced) and is learnt around the
-  eyes only (`GATE_ZONE_PX`): the medical losses pull it open where Enc_med needs the patient, the
-  identity losses push it shut. Elsewhere the face is always the new one: hair, face shape, cheeks
+  starts by keeping the eye region and the lesion that the medical model's segmenter finds (Enc_med's
+  own reading of the photo) and is learnt within a few pixels of that: the medical losses widen
+  it, the identity losses trim it. Everything else is always the new face: hair, face shape, cheeks
   and mouth carry identity and no diagnosis, so no loss may trade them back.
 - The new face is the donor plus a bounded, smooth correction (harmonising colour at the seams):
   it cannot paint patterns, which is how a network fools the recogniser it is trained against.
@@ -47,14 +47,15 @@ from medeid.models.medical import MedicalNet, MedicalNetConfig
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 FACE_CORRECTION = 0.2  # at most this far from the donor, in [-1, 1] units (a tenth of the range)
-CORRECTION_STRIDE = 8  # the correction is this coarse: colour, not texture
-GATE_ZONE = 0.05  # the gate is learnt within this fraction of the crop around the eye region
+CORRECTION_STRIDE = 32  # the correction is this coarse: lighting and colour, not texture
+LESION_MARGIN_PX = 3  # around the segmented lesion, also kept
+GATE_ZONE = 0.04  # the gate is learnt within this fraction of the crop around what is kept
 DONOR_CHOICES = 64  # donors of the nearest skin tones a key chooses among
 SKIN_ROWS, SKIN_COLUMNS = (0.56, 0.7), (0.25, 0.75)  # cheeks and nose: skin in every face crop
 GATE_PRIOR = 6.0  # logit of the starting gate: sigmoid(6) = 0.998 replaced outside the eyes, kept inside
 # The region kept from the start, as fractions of the crop: brows to lower lids (upper-lid lesions
 # reach the brows), both eyes and their canthi; not the face's edges, hair or background.
-EYE_ROWS, EYE_COLUMNS = (0.32, 0.54), (0.14, 0.86)
+EYE_ROWS, EYE_COLUMNS = (0.32, 0.54), (0.2, 0.8)
 
 
 @dataclass(frozen=True)
@@ -138,11 +139,7 @@ class MedSemDeIDNet(nn.Module):
         keep = np.zeros((size, size), np.float32)
         keep[round(EYE_ROWS[0] * size):round(EYE_ROWS[1] * size), round(EYE_COLUMNS[0] * size):round(EYE_COLUMNS[1] * size)] = 1
         keep = torch.from_numpy(cv2.GaussianBlur(keep, (0, 0), 1.5))[None, None]
-        self.register_buffer("gate_prior", GATE_PRIOR * (1 - 2 * keep), persistent=False)
         self.register_buffer("eye_prior", keep, persistent=False)
-        grow = 2 * round(GATE_ZONE * size) + 1
-        zone = F.max_pool2d((keep > 0.5).float(), grow, stride=1, padding=grow // 2)
-        self.register_buffer("gate_zone", zone, persistent=False)
         if donors is None:
             donors = torch.zeros(config.donors, size, size, 3, dtype=torch.uint8)
         self.register_buffer("donors", donors)
@@ -166,23 +163,35 @@ class MedSemDeIDNet(nn.Module):
         top, end = self.medical.config.band_rows(x.shape[-2])
         return x[:, :, top:end]
 
-    def medical_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Enc_med's features of the band, placed in the crop's stride-8 grid (zeros off the band)."""
-        grid = torch.zeros(len(x), self.medical.config.feature_channels, x.shape[-2] // 8, x.shape[-1] // 8,
-                           dtype=x.dtype, device=x.device)
-        if not self.config.use_enc_med:
-            return grid
-        features = self.medical.encode(self.medical_band(x))
-        top = round(self.medical.config.band_rows(x.shape[-2])[0] / 8)
-        rows = min(features.shape[-2], grid.shape[-2] - top)
-        grid[:, :, top:top + rows] = features[:, :, :rows]
+    def _in_crop(self, band_map: torch.Tensor, height: int) -> torch.Tensor:
+        """A map over the medical band, (N, C, h, w), placed into the crop's rows at its own scale."""
+        top, end = self.medical.config.band_rows(height)
+        scale = band_map.shape[-2] / (end - top)
+        grid = band_map.new_zeros(*band_map.shape[:2], round(height * scale), band_map.shape[-1])
+        first = round(top * scale)
+        rows = min(band_map.shape[-2], grid.shape[-2] - first)
+        grid[:, :, first:first + rows] = band_map[:, :, :rows]
         return grid
 
+    def medical_reading(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Enc_med's features in the crop's stride-8 grid, and the lesion the medical model segments
+        (dilated, 0/1, full resolution); zeros for the ablation without Enc_med."""
+        n, size = len(x), x.shape[-1]
+        if not self.config.use_enc_med:
+            return (x.new_zeros(n, self.medical.config.feature_channels, size // 8, size // 8),
+                    x.new_zeros(n, 1, size, size))
+        out = self.medical(self.medical_band(x))
+        lesion = self._in_crop((out["mask"] > 0).float()[:, None], size)
+        grow = 2 * LESION_MARGIN_PX + 1
+        return self._in_crop(out["features"], size), F.max_pool2d(lesion, grow, stride=1, padding=grow // 2)
+
     def forward(self, x: torch.Tensor, key: torch.Tensor, donor: torch.Tensor) -> dict[str, torch.Tensor]:
-        """x, donor: (N, 3, R, R) in [-1, 1]; key: (N, key_dim). Returns y, the new face t and gate g."""
+        """x, donor: (N, 3, R, R) in [-1, 1]; key: (N, key_dim). Returns y, the new face, the gate
+        (1 = replaced) and what was to be kept."""
+        features, lesion = self.medical_reading(x)
         f1, f2, f3 = self.encoder(x)
         d3 = self.encoder(donor)[2]
-        h = self.encryptor(torch.cat([f3, self.medical_features(x), d3], 1), key)
+        h = self.encryptor(torch.cat([f3, features, d3], 1), key)
         h = self.up2(torch.cat([F.interpolate(h, size=f2.shape[-2:], mode="bilinear"), f2], 1))
         h = self.up1(torch.cat([F.interpolate(h, size=f1.shape[-2:], mode="bilinear"), f1], 1))
         h = self.full(torch.cat([F.interpolate(h, size=x.shape[-2:], mode="bilinear"), x, donor], 1))
@@ -190,8 +199,13 @@ class MedSemDeIDNet(nn.Module):
         coarse = F.avg_pool2d(out[:, :3], CORRECTION_STRIDE)
         correction = F.interpolate(torch.tanh(coarse), size=x.shape[-2:], mode="bilinear", align_corners=False)
         face = (donor + FACE_CORRECTION * correction).clamp(-1, 1)
-        gate = torch.sigmoid(self.gate_prior + self.gate_zone * out[:, 3:])
-        return {"y": x + gate * (face - x), "face": face, "gate": gate}
+        # Kept: the eye region and the lesion Enc_med's segmenter finds. Within a few pixels of it the
+        # gate is learnt (the medical losses widen it, the identity losses trim it); beyond, replaced.
+        keep = torch.maximum(self.eye_prior, lesion)
+        grow = 2 * round(GATE_ZONE * x.shape[-1]) + 1
+        zone = F.max_pool2d((keep > 0.5).float(), grow, stride=1, padding=grow // 2)
+        gate = torch.sigmoid(GATE_PRIOR * (1 - 2 * keep) + zone * out[:, 3:])
+        return {"y": x + gate * (face - x), "face": face, "gate": gate, "keep": keep}
 
     def save(self, directory: str | Path, metadata: dict | None = None) -> Path:
         directory = Path(directory)
