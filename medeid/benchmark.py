@@ -242,7 +242,7 @@ def suite_deid(photos: int = 128, sizes: tuple[int, ...] = (128, 256), batch_siz
             for actors in (1, 2):
                 def stream(n: int):
                     out = (ray.data.from_items(items[:n], override_num_blocks=max(1, n // batch_size))
-                           .map_batches(MeasuredDeidentify, batch_size=batch_size, concurrency=actors, num_cpus=1,
+                           .map_batches(MeasuredDeidentify, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
                                         fn_constructor_kwargs={"model_uri": uri, "secret": secret, "threads": 1})
                            .take_all())
                     return max(r["rss_mib"] for r in out)

@@ -1,7 +1,7 @@
 """MedSem-DeID as a Ray Data stage: photos in, de-identified photos out, each under its own password.
 
     ds.map_batches(DeidentifyPhotos, fn_constructor_kwargs={"model_uri": uri, "secret": secret},
-                   batch_size=16, concurrency=2)
+                   batch_size=16, compute=ray.data.ActorPoolStrategy(size=2))
 
 The stage never sees a password column: it derives each photo's password from the archive secret
 and the photo's key (`passwords.image_password`), so no password travels through the object store,

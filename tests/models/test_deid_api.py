@@ -126,3 +126,15 @@ def test_what_the_medical_segmenter_marks_as_lesion_is_kept_and_the_ablation_kee
     below_eyes = (slice(round((EYE_ROWS[1] + 0.04) * SIZE), end - 2), slice(2, SIZE - 2))
     assert np.abs(outputs[True][band].astype(int) - original[band]).mean() < 2  # the whole "lesion" kept
     assert np.abs(outputs[False][below_eyes].astype(int) - original[below_eyes]).mean() > 5  # replaced
+
+
+def test_a_batch_under_one_password_runs_the_kdf_once(model, monkeypatch):
+    from medeid.models.deid import api
+
+    calls = []
+    original = api.derive_model_key
+    monkeypatch.setattr(api, "derive_model_key", lambda p, dim: calls.append(1) or original(p, dim))
+    model.deidentify(faces(3), "one password")
+    assert len(calls) == 1
+    model.deidentify(faces(3), ["a", "b", "a"])
+    assert len(calls) == 3

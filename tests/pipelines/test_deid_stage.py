@@ -26,7 +26,7 @@ def test_stage_deidentifies_each_photo_under_its_own_password(ray_session, tmp_p
     keys = [f"photos/P{i}/ä b {i}.png" for i in range(6)]
     secret = Secret("archive secret")
     rows = (ray.data.from_items([{"image": f, "key": k} for f, k in zip(faces, keys)])
-            .map_batches(DeidentifyPhotos, batch_size=4, concurrency=1, num_cpus=0.5,
+            .map_batches(DeidentifyPhotos, batch_size=4, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.5,
                          fn_constructor_kwargs={"model_uri": str(tmp_path / "deid"), "secret": secret})
             .take_all())
     assert sorted(r["key"] for r in rows) == sorted(keys)

@@ -56,9 +56,11 @@ def _keys(password: Password | Sequence[Password], n: int, dim: int) -> list[Mod
     passwords = [password] * n if isinstance(password, (Secret, str, bytes)) else list(password)
     if len(passwords) != n:
         raise ValueError(f"{len(passwords)} passwords for {n} photos: give one password, or one per photo")
-    derived: dict = {}
-    return [derived.setdefault(p, derive_model_key(p, dim)) for p in
-            (p if isinstance(p, Secret) else Secret(p) for p in passwords)]
+    derived: dict[Secret, ModelKey] = {}
+    for secret in (p if isinstance(p, Secret) else Secret(p) for p in passwords):
+        if secret not in derived:  # scrypt costs ~30 ms by design: once per distinct password
+            derived[secret] = derive_model_key(secret, dim)
+    return [derived[p if isinstance(p, Secret) else Secret(p)] for p in passwords]
 
 
 def _footprint(shape: tuple[int, ...], where: FaceCrop) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]]:
