@@ -83,7 +83,9 @@ def deid_loss(net: MedSemDeIDNet, model, recognizer, images: torch.Tensor, cfg: 
     y, y2, gate, donor, face = out["y"][:n], out["y"][n:], out["gate"][:n], donor[:n], out["face"][:n]
     with torch.no_grad():
         e_x = F.normalize(recognizer(recognizer_input(x)))
-        reference = net.medical(net.medical_band(x))
+        # The forward's own reading of x when it made one (the ablation's does not).
+        reading = out["reading"] or net.medical(net.medical_band(x))
+        reference = {name: value[:n].detach() for name, value in reading.items()}
     e_all = F.normalize(recognizer(recognizer_input(out["y"])))
     e_y, e_y2 = e_all[:n], e_all[n:]
     parts = {"identity": F.relu((e_y * e_x).sum(1) - cfg["identity_margin"]).mean(),

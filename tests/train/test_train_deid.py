@@ -26,7 +26,7 @@ def world(ray_session, s3, tmp_path_factory):
     local = tmp_path_factory.mktemp("deid-models")
     torch.manual_seed(0)
     MedicalNet(MedicalNetConfig(image_size=64, widths=(8, 16, 24, 32))).eval().save(local / "medical")
-    export_recognizer_pack(Recognizer("resnet", width=8), local / "recognizer", {"match_threshold": 0.9})
+    export_recognizer_pack(Recognizer("resnet"), local / "recognizer", {"match_threshold": 0.9})
     storage.copy_tree(str(local), f"{ROOT}/models")
     return {"archive": archive}
 

@@ -173,22 +173,23 @@ class MedSemDeIDNet(nn.Module):
         grid[:, :, first:first + rows] = band_map[:, :, :rows]
         return grid
 
-    def medical_reading(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Enc_med's features in the crop's stride-8 grid, and the lesion the medical model segments
-        (dilated, 0/1, full resolution); zeros for the ablation without Enc_med."""
-        n, size = len(x), x.shape[-1]
-        if not self.config.use_enc_med:
-            return (x.new_zeros(n, self.medical.config.feature_channels, size // 8, size // 8),
-                    x.new_zeros(n, 1, size, size))
-        out = self.medical(self.medical_band(x))
-        lesion = self._in_crop((out["mask"] > 0).float()[:, None], size)
-        grow = 2 * LESION_MARGIN_PX + 1
-        return self._in_crop(out["features"], size), F.max_pool2d(lesion, grow, stride=1, padding=grow // 2)
+    def medical_reading(self, x: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """The frozen medical model's reading of the band (None for the ablation without Enc_med)."""
+        return self.medical(self.medical_band(x)) if self.config.use_enc_med else None
 
     def forward(self, x: torch.Tensor, key: torch.Tensor, donor: torch.Tensor) -> dict[str, torch.Tensor]:
         """x, donor: (N, 3, R, R) in [-1, 1]; key: (N, key_dim). Returns y, the new face, the gate
-        (1 = replaced) and what was to be kept."""
-        features, lesion = self.medical_reading(x)
+        (1 = replaced), what was to be kept, and the medical reading of x (None without Enc_med)."""
+        n, size = len(x), x.shape[-1]
+        reading = self.medical_reading(x)
+        if reading is None:
+            features = x.new_zeros(n, self.medical.config.feature_channels, size // 8, size // 8)
+            lesion = x.new_zeros(n, 1, size, size)
+        else:  # Enc_med's features in the crop's stride-8 grid; the segmented lesion, dilated
+            features = self._in_crop(reading["features"], size)
+            grow = 2 * LESION_MARGIN_PX + 1
+            lesion = F.max_pool2d(self._in_crop((reading["mask"] > 0).float()[:, None], size), grow, stride=1,
+                                  padding=grow // 2)
         f1, f2, f3 = self.encoder(x)
         d3 = self.encoder(donor)[2]
         h = self.encryptor(torch.cat([f3, features, d3], 1), key)
@@ -205,7 +206,7 @@ class MedSemDeIDNet(nn.Module):
         grow = 2 * round(GATE_ZONE * x.shape[-1]) + 1
         zone = F.max_pool2d((keep > 0.5).float(), grow, stride=1, padding=grow // 2)
         gate = torch.sigmoid(GATE_PRIOR * (1 - 2 * keep) + zone * out[:, 3:])
-        return {"y": x + gate * (face - x), "face": face, "gate": gate, "keep": keep}
+        return {"y": x + gate * (face - x), "face": face, "gate": gate, "keep": keep, "reading": reading}
 
     def save(self, directory: str | Path, metadata: dict | None = None) -> Path:
         directory = Path(directory)
