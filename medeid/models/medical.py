@@ -11,19 +11,17 @@ Saved as a folder: `config.json` beside `model.safetensors` (`save` / `from_uri`
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medeid import storage
+from medeid.models.folder import read_model, save_model
 from medeid.synth.conditions import DISEASES, LATERALITIES, SEVERITIES
 
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -140,20 +138,12 @@ class MedicalNet(nn.Module):
         return masks
 
     def save(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=1))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_FILE))
-        return directory
+        return save_model(self, asdict(self.config), directory)
 
     @classmethod
     def from_uri(cls, uri: str, settings: storage.S3Settings | None = None) -> "MedicalNet":
         """Load a saved model (local folder or S3 prefix) in eval mode."""
-        directory = storage.local_copy(uri, settings)
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (directory / name).exists():
-                raise FileNotFoundError(f"{name} is missing from the medical model at {uri}")
-        values = json.loads((directory / CONFIG_FILE).read_text())
+        values, weights = read_model(uri, "medical model", settings)
         model = cls(MedicalNetConfig(**{**values, "widths": tuple(values["widths"])}))
-        model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        model.load_state_dict(weights)
         return model.eval()

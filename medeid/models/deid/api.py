@@ -27,7 +27,8 @@ from medeid import storage
 from medeid.codecs import sha256
 from medeid.models.deid import payload
 from medeid.models.deid.align import FaceCrop, face_crop, paste_back, paste_weight
-from medeid.models.deid.model import WEIGHTS_FILE, MedSemDeIDNet
+from medeid.models.deid.model import MedSemDeIDNet
+from medeid.models.folder import WEIGHTS_FILE
 from medeid.passwords import ModelKey, Secret, derive_model_key
 
 FEATHER = 0.08

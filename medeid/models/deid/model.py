@@ -31,7 +31,6 @@ donor bank), loaded by `from_uri`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,13 +38,12 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medeid import storage
+from medeid.models.folder import read_model, save_model
 from medeid.models.medical import MedicalNet, MedicalNetConfig
 
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 FACE_CORRECTION = 0.2  # at most this far from the donor, in [-1, 1] units (a tenth of the range)
 CORRECTION_STRIDE = 32  # the correction is this coarse: lighting and colour, not texture
 LESION_MARGIN_PX = 3  # around the segmented lesion, also kept
@@ -209,23 +207,14 @@ class MedSemDeIDNet(nn.Module):
         return {"y": x + gate * (face - x), "face": face, "gate": gate, "keep": keep, "reading": reading}
 
     def save(self, directory: str | Path, metadata: dict | None = None) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_FILE).write_text(json.dumps({**asdict(self.config), "metadata": metadata or {}},
-                                                        indent=1))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_FILE))
-        return directory
+        return save_model(self, {**asdict(self.config), "metadata": metadata or {}}, directory)
 
     @classmethod
     def from_uri(cls, uri: str, settings: storage.S3Settings | None = None) -> "MedSemDeIDNet":
-        directory = storage.local_copy(uri, settings)
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (directory / name).exists():
-                raise FileNotFoundError(f"{name} is missing from the MedSem-DeID model at {uri}")
-        values = json.loads((directory / CONFIG_FILE).read_text())
+        values, weights = read_model(uri, "MedSem-DeID model", settings)
         values.pop("metadata", None)
         model = cls(DeidNetConfig(**{**values, "widths": tuple(values["widths"])}))
-        model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        model.load_state_dict(weights)
         return model.eval()
 
 
