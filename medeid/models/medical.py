@@ -3,7 +3,8 @@ classification heads (disease, laterality, severity) and a U-Net decoder that se
 
 One network, trained jointly: the segmentation task makes the encoder keep where the lesion is,
 the heads make it keep what the disease is. Consumers take the part they need:
-- MedSem-DeID loads `encoder` frozen and concatenates `encode(x)` (stride 8) with its image features;
+- MedSem-DeID carries this model frozen: it concatenates the stride-8 encoder features (`forward`'s
+  `features`, the same as `encode(x)`) with its image features and keeps the lesion `mask` finds;
 - MeMa's plausibility filter uses `classify`; MeMa-Seg and the DeID evaluation use `segment`.
 
 Saved as a folder: `config.json` beside `model.safetensors` (`save` / `from_uri`).
@@ -44,7 +45,7 @@ class MedicalNetConfig:
 
     @property
     def feature_channels(self) -> int:
-        """Channels of `encode`'s output (stride 8): what MedSem-DeID concatenates."""
+        """Channels of the stride-8 features (`encode`, `forward`'s `features`): what MedSem-DeID concatenates."""
         return self.widths[2]
 
 
