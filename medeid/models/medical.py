@@ -93,6 +93,9 @@ class MedicalNet(nn.Module):
         self.up1 = nn.Sequential(*_conv(w[1] + w[0], w[0]))
         self.full = nn.Sequential(*_conv(w[0] + 3, 8))
         self.mask_head = nn.Conv2d(8, 1, 1)
+        # Start from "background almost everywhere" (p = 0.02), the prior of a few lesion pixels in
+        # thousands, as detectors do (RetinaNet's prior bias): the lesion loss then leads from step one.
+        nn.init.constant_(self.mask_head.bias, -4.0)
 
     def prepare(self, images_uint8_nhwc: torch.Tensor) -> torch.Tensor:
         """Aligned face crops, uint8 RGB (N, H, W, 3) -> the model's input: the band, in [-1, 1]."""

@@ -8,10 +8,10 @@ import torch
 
 from medeid import storage
 from medeid.config import MedicalConfig
-from medeid.models.medical import MedicalNet
+from medeid.models.medical import MedicalNet, MedicalNetConfig
 from medeid.pipelines.synthetic_archive import build_archive
 from medeid.synth.conditions import DISEASES
-from medeid.train.medical import train_medical
+from medeid.train.medical import lesion_dice_loss, train_medical
 
 
 @pytest.fixture(scope="module")
@@ -36,3 +36,24 @@ def test_short_run_reports_held_out_figures_and_saves_a_loadable_model(archive, 
     assert saved["disease_accuracy"] == figures["disease_accuracy"] and model_dir.exists()
     probabilities = model.classify(torch.zeros(1, 64, 64, 3, dtype=torch.uint8))["disease"]
     assert probabilities.shape == (1, len(DISEASES))
+
+
+def test_lesion_loss_is_per_photo_so_background_elsewhere_does_not_swamp_it():
+    """A lesion found exactly scores ~0 however many lesion-free photos share its batch, and a batch
+    without a lesion adds nothing (the BCE teaches where lesions are not)."""
+    lesion = torch.zeros(1, 32, 32)
+    lesion[0, 10:14, 10:14] = 1
+    found = torch.where(lesion > 0, 20.0, -20.0)
+    faint_background = torch.full((15, 32, 32), -3.0)  # p ~ 0.05 on every pixel of 15 empty photos
+    batch_logits, batch_masks = torch.cat([found, faint_background]), torch.cat([lesion, torch.zeros(15, 32, 32)])
+    assert lesion_dice_loss(batch_logits, batch_masks) < 0.05
+    assert lesion_dice_loss(-found, lesion) > 0.95  # the lesion missed
+    empty = faint_background.clone().requires_grad_()
+    loss = lesion_dice_loss(empty, torch.zeros(15, 32, 32))
+    loss.backward()
+    assert loss.item() == 0 and empty.grad is not None
+
+
+def test_segmenter_starts_from_the_background_prior():
+    out = MedicalNet(MedicalNetConfig(image_size=64, widths=(8, 16, 24, 32)))(torch.zeros(2, 3, 32, 64))
+    assert torch.sigmoid(out["mask"]).max() < 0.2
