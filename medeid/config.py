@@ -76,6 +76,7 @@ class MedicalConfig:
     batch_size: int = 32  # per worker
     lr: float = 3e-3  # peak of the one-cycle schedule (AdamW)
     mask_weight: float = 1.0  # segmentation loss against the classification losses
+    context_mix: float = 0.5  # share of photos whose context (beyond the eye region) is another photo's
     eval_every: int = 8
     num_workers: int = 2
     held_out: float = 0.2

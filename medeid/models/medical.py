@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,7 +25,19 @@ from medeid import storage
 from medeid.models.folder import read_model, save_model
 from medeid.synth.conditions import DISEASES, LATERALITIES, SEVERITIES
 
+# The eye region of an aligned face crop, as fractions of it: brows to lower lids (upper-lid lesions
+# reach the brows), both eyes and their canthi. Every sign but a lesion's edge lies inside: the
+# medical model is trained to read only this and a lesion (`medeid.train.medical.mix_context`), and
+# MedSem-DeID keeps it.
+EYE_ROWS, EYE_COLUMNS = (0.32, 0.54), (0.2, 0.8)
+EYE_FEATHER_PX = 1.5  # sigma of the eye region's soft edge
 
+
+def eye_region(size: int) -> np.ndarray:
+    """Float mask (size, size) in [0, 1]: the eye region of a `size`-pixel crop, its edge feathered."""
+    region = np.zeros((size, size), np.float32)
+    region[round(EYE_ROWS[0] * size):round(EYE_ROWS[1] * size), round(EYE_COLUMNS[0] * size):round(EYE_COLUMNS[1] * size)] = 1
+    return cv2.GaussianBlur(region, (0, 0), EYE_FEATHER_PX)
 
 @dataclass(frozen=True)
 class MedicalNetConfig:

@@ -11,8 +11,8 @@ from insightface.utils.face_align import arcface_dst
 from medeid.models.deid.api import NO_RECOVERY_DATA, RECOVERED, WRONG_PASSWORD, MedSemDeID, donor_choice
 from medeid.models.deid.align import paste_weight, face_crop
 from medeid.models.deid.donors import synthetic_donors
-from medeid.models.deid.model import EYE_COLUMNS, EYE_ROWS, DeidNetConfig, MedSemDeIDNet, donor_bank
-from medeid.models.medical import MedicalNet, MedicalNetConfig
+from medeid.models.deid.model import DeidNetConfig, MedSemDeIDNet, donor_bank
+from medeid.models.medical import EYE_COLUMNS, EYE_ROWS, MedicalNet, MedicalNetConfig
 from medeid.passwords import Secret, derive_model_key
 
 from tests.models.test_deid_align import photo

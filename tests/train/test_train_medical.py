@@ -11,7 +11,7 @@ from medeid.config import MedicalConfig
 from medeid.models.medical import MedicalNet, MedicalNetConfig
 from medeid.pipelines.synthetic_archive import build_archive
 from medeid.synth.conditions import DISEASES
-from medeid.train.medical import lesion_dice_loss, train_medical
+from medeid.train.medical import lesion_dice_loss, mix_context, train_medical
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +57,18 @@ def test_lesion_loss_is_per_photo_so_background_elsewhere_does_not_swamp_it():
 def test_segmenter_starts_from_the_background_prior():
     out = MedicalNet(MedicalNetConfig(image_size=64, widths=(8, 16, 24, 32)))(torch.zeros(2, 3, 32, 64))
     assert torch.sigmoid(out["mask"]).max() < 0.2
+
+
+def test_context_mixing_keeps_eyes_and_lesion_and_takes_the_rest_from_a_lesion_free_photo():
+    n, h, w = 4, 16, 32
+    x = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, h, w).clone()  # photo i is all i
+    masks = torch.zeros(n, h, w)
+    masks[0, 2, 2] = 1  # photo 0 has a lesion, far from the eyes
+    eyes = torch.zeros(h, w)
+    eyes[6:10, 8:24] = 1
+    mixed = mix_context(x, masks, eyes, torch.Generator().manual_seed(0), probability=1.0)
+    assert torch.equal(mixed[:, :, 6:10, 8:24], x[:, :, 6:10, 8:24])  # the eye region is each photo's own
+    assert mixed[0, :, 2, 2].eq(0).all()  # so is the lesion
+    context = mixed[:, 0, 14, 0]
+    assert (context != torch.arange(n)).any() and context.ne(0).all()  # context from lesion-free photos only
+    assert torch.equal(mix_context(x, masks, eyes, torch.Generator(), probability=0.0), x)
