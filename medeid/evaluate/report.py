@@ -2,7 +2,7 @@
 
     report.md            the methods table, the quality bars with PASS/FAIL, the data and the models
     grid.png             a few held-out photos as every method leaves them
-    privacy_utility.png  re-identification against disease accuracy and Dice ratios, one point a method
+    privacy_utility.png  re-identification against disease accuracy and Dice ratios and face distance, one point a method
     figures.json         every number of `medeid.evaluate.deid.evaluate_methods`
 """
 
@@ -62,14 +62,14 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 
 def _methods_table(f: dict) -> list[str]:
-    header = ["method", "re-id %", "disease accuracy ratio", "Dice ratio", "recovery PSNR (dB)", "recovery SSIM",
-              "wrong-password re-id %", "two-password identities differ %"]
+    header = ["method", "re-id %", "disease accuracy ratio", "Dice ratio", "face distance", "recovery PSNR (dB)",
+              "recovery SSIM", "wrong-password re-id %", "two-password identities differ %"]
     o = f[ORIGINAL]
     rows = [["originals (reference)", _pct(o["reidentification_rate"]), _num(o["disease_accuracy_ratio"]),
-             _num(o["dice_ratio"]), "", "", "", ""]]
+             _num(o["dice_ratio"]), _num(o.get("face_distance")), "", "", "", ""]]
     for name, m in f["methods"].items():
         rows.append([f"**{name}**" if name == f["main"] else name, _pct(m["reidentification_rate"]),
-                     _num(m["disease_accuracy_ratio"]), _num(m["dice_ratio"]), _psnr(m),
+                     _num(m["disease_accuracy_ratio"]), _num(m["dice_ratio"]), _num(m.get("face_distance")), _psnr(m),
                      _num(m.get("recovery_ssim"), 4), _pct(m.get("wrong_password_reidentification_rate")),
                      _pct(m.get("two_password_differ"))])
     return _table(header, rows)
@@ -102,6 +102,9 @@ def _markdown(f: dict, pictures: list[str]) -> str:
         "held-out originals hits the same patient. A photo in which the evaluator finds no face is not re-identified.",
         "- **ratios**: the medical model's disease accuracy, and its mean lesion Dice over tumour photos, on the "
         "de-identified photos divided by the same on the originals. Baselines get the true lesion masks.",
+        "- **face distance**: Fréchet distance between the evaluator's embeddings of the method's photos and of the "
+        "originals (FID's statistic on a face recogniser's features; lower: more like face photos). It tells a "
+        "plausible face from a box that keeps only the eyes, which is private and medically useful but no face.",
         "- **recovery**: the photo recovered with its own password against the original; **wrong-password re-id**: "
         "re-identification of what a wrong password recovers; **two-password**: photos whose versions under two "
         "passwords have evaluator cosine below the match threshold.", "",
@@ -130,32 +133,39 @@ def _png(figure: Figure) -> bytes:
 
 
 def _privacy_utility_png(f: dict) -> bytes:
-    """Two panels, re-identification across: disease accuracy ratio, and lesion Dice ratio. A legend
-    names the points (labels beside them collide: several baselines sit at the same corner)."""
+    """Three panels, re-identification across: disease accuracy ratio, lesion Dice ratio and face
+    distance. A legend names the points (labels beside them collide: several baselines sit at the
+    same corner)."""
     points = {"originals": f[ORIGINAL], **f["methods"]}
     colours = dict(zip(points, ["grey", "tab:red", "tab:orange", "tab:blue", "tab:green", "black", "tab:purple",
                                 "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]))
-    figure = Figure(figsize=(13, 5), layout="constrained")
-    panels = figure.subplots(1, 2, sharex=True)
+    figure = Figure(figsize=(18, 5), layout="constrained")
+    panels = figure.subplots(1, 3, sharex=True)
     for axes, (key, bar, label) in zip(panels, (("disease_accuracy_ratio", ACCURACY_RATIO_BAR, "disease accuracy"),
-                                                ("dice_ratio", DICE_RATIO_BAR, "lesion Dice"))):
+                                                ("dice_ratio", DICE_RATIO_BAR, "lesion Dice"),
+                                                ("face_distance", None, "face distance"))):
         axes.axvline(100 * REID_BAR, color="black", linestyle="--", linewidth=1)
-        axes.axhline(bar, color="black", linestyle="--", linewidth=1)
+        if bar is not None:
+            axes.axhline(bar, color="black", linestyle="--", linewidth=1)
         for name, m in points.items():
-            if m[key] is not None:
+            if m.get(key) is not None:
                 main = name == f["main"]
                 axes.scatter([100 * m["reidentification_rate"]], [m[key]], color=colours.get(name, "tab:gray"),
                              marker="*" if main else "o", s=220 if main else 60, zorder=3, label=name,
                              edgecolors="white", linewidths=0.5)
         axes.set_xlabel("re-identification rate, % (lower is more private)")
+        axes.set_xlim(-5, 105)
+        axes.grid(alpha=0.3)
+        if bar is None:  # no bar: lower is more like the original face photos
+            axes.set_ylabel(f"{label} to the originals (lower: more face-like)")
+            axes.set_title(f"{label} (FID's statistic, recogniser features) vs re-identification", fontsize=10)
+            continue
         axes.set_ylabel(f"{label}: de-identified / originals")
         axes.set_title(f"{label} ratio (bar {bar}) vs re-identification (bar {REID_BAR:.0%})", fontsize=10)
-        axes.set_xlim(-5, 105)
         bottom, top = min(-0.05, axes.get_ylim()[0]), max(1.1, axes.get_ylim()[1])
         axes.set_ylim(bottom, top)
         # Where both bars are met: the top left corner.
         axes.fill_between([-5, 100 * REID_BAR], bar, top, color="tab:green", alpha=0.1, linewidth=0)
-        axes.grid(alpha=0.3)
     handles, labels = panels[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside right center", fontsize=9, frameon=False)
     figure.suptitle(f"Privacy vs utility on {f['photos']} held-out photos: dashed lines are the "
