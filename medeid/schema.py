@@ -117,6 +117,22 @@ MEMA_AUDIT = pa.schema([
     _field("evaluator_threshold", pa.float32(), "the evaluator's match threshold"),
 ])
 
+# One row per input file and anonymization run (`jobs/anonymize_archive.py`); beside the output.
+ARCHIVE_MANIFEST = pa.schema([
+    _field("run_id", pa.string(), "the run that wrote this row"),
+    _field("input_key", pa.string(), "input file, relative to the input prefix"),
+    _field("input_sha256", pa.string(), "of the input bytes", nullable=True),
+    _field("input_size", pa.int64(), "input bytes"),
+    _field("status", pa.string(), "anonymized | no_face | quarantined | skipped"),
+    _field("reason", pa.string(), "why quarantined or skipped, or what was done beyond the usual", nullable=True),
+    _field("output_key", pa.string(), "output file, relative to the output prefix (same as input_key)", nullable=True),
+    _field("output_sha256", pa.string(), "of the output bytes", nullable=True),
+    _field("faces", pa.int32(), "faces found and replaced"),
+    _field("model_version", pa.string(), "MedSem-DeID weights' sha256 prefix", nullable=True),
+    _field("model_sha256", pa.string(), "MedSem-DeID weights' full sha256", nullable=True),
+    _field("processed_at", pa.timestamp("us", tz="UTC"), "when the row was written"),
+])
+
 ALL = {"archive_photo": ARCHIVE_PHOTO, "identity_index": IDENTITY_INDEX, "quarantined_photo": QUARANTINED_PHOTO,
        "mema_condition": MEMA_CONDITION, "mema_image": MEMA_IMAGE, "mema_rejection": MEMA_REJECTION,
-       "mema_audit": MEMA_AUDIT}
+       "mema_audit": MEMA_AUDIT, "archive_manifest": ARCHIVE_MANIFEST}

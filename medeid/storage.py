@@ -15,7 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 S3_SCHEME = "s3://"
 
@@ -162,6 +164,32 @@ def write_bytes(uri: str, data: bytes, settings: S3Settings | None = None) -> No
             fs.create_dir(str(Path(path).parent), recursive=True)
         with fs.open_output_stream(path) as stream:
             stream.write(data)
+
+
+def write_table(table: pa.Table, uri: str, settings: S3Settings | None = None) -> None:
+    """One whole Parquet file or none: S3 puts are atomic; a local file is written aside and renamed."""
+    fs, path = filesystem(uri, settings)
+    with _explained("write", uri, settings):
+        if is_s3(uri):
+            pq.write_table(table, path, filesystem=fs)
+            return
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        pq.write_table(table, path + ".tmp", filesystem=fs)
+        fs.move(path + ".tmp", path)
+
+
+def read_tables(uri: str, schema: pa.Schema, settings: S3Settings | None = None,
+                columns: list[str] | None = None) -> pa.Table:
+    """`columns` (default all) of every Parquet file under `uri` as one table of `schema`; an empty
+    table when there is none."""
+    files = [f for f in list_files(uri, settings) if f.endswith(".parquet")] if exists(uri, settings) else []
+    if not files:
+        empty = schema.empty_table()
+        return empty.select(columns) if columns else empty
+    fs, _ = filesystem(uri, settings)
+    with _explained("read", uri, settings):
+        dataset = pq.ParquetDataset([filesystem(f, settings)[1] for f in files], filesystem=fs, schema=schema)
+        return dataset.read(columns=columns)
 
 
 def exists(uri: str, settings: S3Settings | None = None) -> bool:

@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 import torch
 
@@ -290,34 +289,18 @@ def write_parts(batch: dict, *, output_uri: str, settings: storage.S3Settings | 
     for folder, rows, make in ((SHARDS, np.flatnonzero(~rejected), released_table),
                                (REJECTIONS, np.flatnonzero(rejected), rejected_table)):
         if len(rows):
-            _write_table(make(batch, rows), storage.join(output_uri, folder, name), settings)
+            storage.write_table(make(batch, rows), storage.join(output_uri, folder, name), settings)
     counts = {"released": [int((~rejected).sum())], "rejected": [int(rejected.sum())]}
     for stage in STAGES:
         counts[f"rejected_{stage}"] = [int(sum(1 for s in batch["stage"] if s == stage))]
     return counts
 
 
-def _write_table(table: pa.Table, uri: str, settings) -> None:
-    """One whole file or none: S3 puts are atomic; a local file is written aside and renamed."""
-    fs, path = storage.filesystem(uri, settings)
-    if storage.is_s3(uri):
-        pq.write_table(table, path, filesystem=fs)
-        return
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    pq.write_table(table, path + ".tmp", filesystem=fs)
-    fs.move(path + ".tmp", path)
-
-
 def read_landed(output_uri: str, folder: str, columns: list[str], settings=None) -> pa.Table:
     """`columns` of every Parquet file under `<output>/<folder>`; empty when there are none."""
-    uri = storage.join(output_uri, folder)
     table_schema = {SHARDS: schema.MEMA_IMAGE, REJECTIONS: schema.MEMA_REJECTION, CONDITIONS: schema.MEMA_CONDITION,
                     AUDIT: schema.MEMA_AUDIT}[folder]
-    if not storage.exists(uri, settings) or not any(f.endswith(".parquet") for f in storage.list_files(uri, settings)):
-        return table_schema.empty_table().select(columns)
-    fs, _ = storage.filesystem(uri, settings)
-    files = [storage.filesystem(f, settings)[1] for f in storage.list_files(uri, settings) if f.endswith(".parquet")]
-    return pq.ParquetDataset(files, filesystem=fs, schema=table_schema).read(columns=columns)
+    return storage.read_tables(storage.join(output_uri, folder), table_schema, settings, columns)
 
 
 @dataclass

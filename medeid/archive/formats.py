@@ -1,0 +1,159 @@
+"""Photo files in and out of the archive job: recognise, validate, decode, and write back alike.
+
+`read_photo` turns a file's bytes into what MedSem-DeID works on, an (H, W, 3) uint8 RGB array with
+the EXIF orientation applied, or raises `Rejected` with the reason the file goes to quarantine:
+empty, not an image, a format medeid does not anonymize, animated, too many pixels (a
+decompression bomb is refused from its header, before any decoding), corrupt or truncated.
+
+`write_photo` encodes the anonymized pixels in the file's own format and sample layout (grey stays
+grey, 16-bit PNG stays 16-bit, an alpha channel is kept) from a fresh array, so nothing of the
+original's metadata comes along: no EXIF (GPS, camera serials, dates), XMP, IPTC, comments or text
+chunks. The ICC profile is the one thing kept, where the colour space is unchanged, because without
+it the colours change meaning.
+
+The format is recognised from the content, never from the name: a text file called `.jpg` is not
+an image, and a PNG called `.jpg` is a PNG.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Formats whose photos are anonymized, by Pillow's name. DICOM is recognised here and handled by
+# its own module (pixel data and header).
+IMAGE_FORMATS = {"JPEG": "jpeg", "PNG": "png", "TIFF": "tiff"}
+DICOM = "dicom"
+# 100 megapixels: above every clinical camera (a 61 MP full-frame sensor is the largest in use),
+# far below what a few kilobytes of a crafted PNG can claim.
+MAX_PIXELS = 100_000_000
+SIXTEEN_BIT_GREY = ("I;16", "I;16B", "I;16L", "I")
+JPEG_QUALITY = 95  # re-encoding a JPEG costs a generation; keep it a small one
+
+
+class Rejected(ValueError):
+    """A file the job cannot anonymize: it goes to quarantine with `reason`."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A decoded photo: `rgb` for the models, and what writing it back alike needs."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8, orientation applied
+    format: str  # "jpeg" | "png" | "tiff"
+    mode: str  # Pillow's mode of the file: RGB, L, I;16, RGBA, LA, CMYK, P...
+    alpha: np.ndarray | None = None  # (H, W) alpha samples, for RGBA/LA files
+    samples16: np.ndarray | None = None  # 16-bit grey files: the original samples, (H, W)
+    icc_profile: bytes | None = None
+
+
+def sniff(data: bytes) -> str | None:
+    """The format of file content by its signature: 'jpeg', 'png', 'tiff', 'dicom', 'gif', or None."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if data[128:132] == b"DICM":  # the DICOM file preamble is 128 bytes, then the magic
+        return DICOM
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    return None
+
+
+def read_photo(data: bytes, max_pixels: int = MAX_PIXELS) -> Photo:
+    """Decode a JPEG, PNG or TIFF photo; raises `Rejected` (with the quarantine reason) otherwise."""
+    if not data:
+        raise Rejected("empty file")
+    kind = sniff(data)
+    if kind is None:
+        raise Rejected("not an image (unrecognised content)")
+    if kind == DICOM:
+        raise Rejected("DICOM: read by medeid.archive.dicom, not as a photo")
+    if kind not in IMAGE_FORMATS.values():
+        raise Rejected(f"unsupported format: {kind}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))  # reads the header only
+            width, height = image.size
+            if width * height > max_pixels:
+                raise Rejected(f"too many pixels: {width} x {height} (limit {max_pixels:,}; a decompression bomb?)")
+            if getattr(image, "n_frames", 1) > 1:
+                raise Rejected(f"unsupported: {image.n_frames} frames (animated or multi-page)")
+            image.load()
+            return _photo(image, IMAGE_FORMATS[image.format])
+    except Rejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise Rejected(f"too many pixels: {error}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+        # Pillow reports truncated and malformed streams as OSError/SyntaxError/ValueError.
+        raise Rejected(f"corrupt {kind}: {error}") from None
+
+
+def _photo(image: Image.Image, fmt: str) -> Photo:
+    icc = image.info.get("icc_profile") or None
+    mode = image.mode
+    image = ImageOps.exif_transpose(image)  # what the camera meant is what gets anonymized
+    alpha = samples16 = None
+    if mode in SIXTEEN_BIT_GREY:  # Pillow reads 16-bit colour PNGs at 8 bits: those arrive as RGB
+        samples16 = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+        rgb = np.repeat((samples16 >> 8).astype(np.uint8)[..., None], 3, axis=2)
+    elif mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        converted = image.convert("RGBA")
+        alpha = np.asarray(converted)[..., 3].copy()
+        rgb = np.asarray(converted.convert("RGB"))
+    else:
+        rgb = np.asarray(image.convert("RGB"))
+    if mode not in ("RGB", "RGBA", "L", "LA"):
+        icc = None  # the colour space changed (CMYK, palette...): its profile no longer applies
+    return Photo(np.ascontiguousarray(rgb), fmt, mode, alpha, samples16, icc)
+
+
+def write_photo(photo: Photo, rgb: np.ndarray) -> bytes:
+    """Encode anonymized pixels `rgb` (H, W, 3) uint8 in `photo`'s format and sample layout, with no
+    metadata but the ICC profile. Deterministic: the same pixels give the same bytes."""
+    if rgb.shape != photo.rgb.shape or rgb.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels of shape {photo.rgb.shape}, got {rgb.dtype} {rgb.shape}")
+    image = _layout_like(photo, rgb)
+    options: dict = {"icc_profile": photo.icc_profile} if photo.icc_profile else {}
+    if photo.format == "jpeg":
+        options.update(quality=JPEG_QUALITY, subsampling=0, optimize=False)
+    elif photo.format == "png":
+        options.update(compress_level=6)
+    elif photo.format == "tiff":
+        options.update(compression="tiff_deflate")
+    buffer = io.BytesIO()
+    image.save(buffer, format=photo.format.upper(), **options)
+    return buffer.getvalue()
+
+
+def _layout_like(photo: Photo, rgb: np.ndarray) -> Image.Image:
+    grey = photo.mode in ("L", "LA", "1", *SIXTEEN_BIT_GREY)
+    if photo.samples16 is not None:
+        # Where the pixels were left alone the file keeps its full 16-bit samples; where they
+        # changed, the 8-bit value fills both bytes (v * 257), so >> 8 reads it back exactly.
+        now = _grey(rgb)
+        changed = now != (photo.samples16 >> 8).astype(np.uint8)
+        return Image.fromarray(np.where(changed, now.astype(np.uint16) * 257, photo.samples16).astype(np.uint16))
+    if photo.alpha is not None:
+        if grey:
+            return Image.merge("LA", [Image.fromarray(_grey(rgb)), Image.fromarray(photo.alpha)])
+        return Image.fromarray(np.dstack([rgb, photo.alpha]))
+    # Pillow picks the mode from the array: (H, W) uint8 is L, (H, W, 3) RGB, (H, W) uint16 I;16.
+    return Image.fromarray(_grey(rgb) if grey else rgb)
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    """Back to one channel: a grey photo's pixels came in as three equal channels."""
+    return rgb.mean(axis=2).round().astype(np.uint8)
