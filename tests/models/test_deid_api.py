@@ -138,3 +138,23 @@ def test_a_batch_under_one_password_runs_the_kdf_once(model, monkeypatch):
     assert len(calls) == 1
     model.deidentify(faces(3), ["a", "b", "a"])
     assert len(calls) == 3
+
+
+def test_every_face_of_a_photo_is_replaced_and_its_seals_restore_them_in_reverse(model):
+    """Two overlapping aligned faces in one photo: each replaced, each sealed outside the pixels
+    (as JPEG outputs need), and recovery with the seals gives back the photo."""
+    big = photo(200, 260, seed=5)
+    first, second = arcface_dst * 1.2 + np.array([20.0, 40.0]), arcface_dst * 1.2 + np.array([90.0, 50.0])
+    out, seals = model.deidentify_faces(big, "pw", [first, second])
+    assert len(seals) == 2 and all(seals)
+    for marks in (first, second):
+        inside = paste_weight(big.shape, face_crop(big, SIZE, marks)[1]) >= 1
+        assert psnr(out[inside], big[inside]) < 25  # both faces changed
+    untouched = paste_weight(big.shape, face_crop(big, SIZE, first)[1]) + paste_weight(
+        big.shape, face_crop(big, SIZE, second)[1]) == 0
+    np.testing.assert_array_equal(out[untouched], big[untouched])
+    restored, status = model.recover_faces(out, "pw", [first, second], seals)
+    assert status == RECOVERED and psnr(restored, big) >= 30
+    same, status = model.recover_faces(out, "a wrong password", [first, second], seals)
+    assert status == WRONG_PASSWORD and np.array_equal(same, out)
+    assert np.array_equal(model.deidentify_faces(big, "pw", [first, second])[0], out)  # deterministic

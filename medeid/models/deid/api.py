@@ -125,6 +125,41 @@ class MedSemDeID:
             out.append(photo)
         return out
 
+    def deidentify_faces(self, image: np.ndarray, password: Password,
+                         faces: Sequence[np.ndarray | None]) -> tuple[np.ndarray, list[bytes]]:
+        """One photo and every face in it (five landmarks each; None: the central square): the
+        de-identified photo, with nothing in its pixels, and one sealed original per face.
+
+        For outputs whose pixels cannot carry the seal (JPEG, grey files): the caller stores the seals
+        in the file's metadata (`medeid.archive.carrier`). Faces are replaced in turn; each seal holds
+        its face's footprint as it was just before, so `recover_faces` undoes them in reverse."""
+        self._crops([image], None)  # validates the photo
+        key = _keys(password, 1, self.net.config.key_dim)[0]
+        photo, seals = image.copy(), []
+        for marks in faces:
+            crop, where = face_crop(photo, self.resolution, marks)
+            _, _, box = _footprint(photo.shape, where)
+            seals.append(payload.seal(photo[box], key.cipher_key, payload.UNLIMITED)[0])
+            photo = paste_back(photo, self.deidentify_crops(crop[None], [key])[0], where, FEATHER)
+        return photo, seals
+
+    def recover_faces(self, image: np.ndarray, password: Password, faces: Sequence[np.ndarray | None],
+                      seals: Sequence[bytes]) -> tuple[np.ndarray, str]:
+        """`deidentify_faces` undone with the same password, faces and seals: (photo, status)."""
+        if len(faces) != len(seals):
+            raise ValueError(f"{len(faces)} faces but {len(seals)} seals")
+        key = _keys(password, 1, self.net.config.key_dim)[0]
+        photo = image.copy()
+        for marks, sealed in reversed(list(zip(faces, seals))):
+            _, where = face_crop(photo, self.resolution, marks)
+            changed, _, box = _footprint(photo.shape, where)
+            try:
+                original = payload.unseal(sealed, key.cipher_key)
+            except payload.WrongPassword:
+                return image, WRONG_PASSWORD
+            photo[box][changed[box]] = original[changed[box]]
+        return photo, RECOVERED
+
     def recover(self, images: Sequence[np.ndarray], password: Password | Sequence[Password],
                 landmarks: Sequence[np.ndarray | None] | None = None) -> Recovery:
         """The ID-decryptor: originals of de-identified photos, given the password each was sealed with.

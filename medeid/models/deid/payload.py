@@ -33,6 +33,7 @@ HEADER = struct.Struct(">4sI")  # magic, sealed length
 NONCE_BYTES, TAG_BYTES = 12, 16
 BITS = 2  # low bits of each carrier value
 QUALITIES = (95, 92, 90, 85, 80, 75, 70, 60, 50)  # tried in turn until the sealed data fits
+UNLIMITED = 1 << 62  # `seal`'s max_bytes when the seal travels outside the pixels (file metadata)
 
 
 class WrongPassword(ValueError):
