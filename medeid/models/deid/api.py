@@ -139,24 +139,22 @@ class MedSemDeID:
         for marks in faces:
             crop, where = face_crop(photo, self.resolution, marks)
             _, _, box = _footprint(photo.shape, where)
-            seals.append(payload.seal(photo[box], key.cipher_key, payload.UNLIMITED)[0])
+            seals.append(payload.seal_face(photo[box], (box[0].start, box[1].start), marks, key.cipher_key))
             photo = paste_back(photo, self.deidentify_crops(crop[None], [key])[0], where, FEATHER)
         return photo, seals
 
-    def recover_faces(self, image: np.ndarray, password: Password, faces: Sequence[np.ndarray | None],
-                      seals: Sequence[bytes]) -> tuple[np.ndarray, str]:
-        """`deidentify_faces` undone with the same password, faces and seals: (photo, status)."""
-        if len(faces) != len(seals):
-            raise ValueError(f"{len(faces)} faces but {len(seals)} seals")
+    def recover_faces(self, image: np.ndarray, password: Password, seals: Sequence[bytes]) -> tuple[np.ndarray, str]:
+        """`deidentify_faces` undone with the same password and its seals: (photo, status)."""
         key = _keys(password, 1, self.net.config.key_dim)[0]
         photo = image.copy()
-        for marks, sealed in reversed(list(zip(faces, seals))):
-            _, where = face_crop(photo, self.resolution, marks)
-            changed, _, box = _footprint(photo.shape, where)
+        for sealed in reversed(seals):
             try:
-                original = payload.unseal(sealed, key.cipher_key)
+                original, (row, col), marks = payload.unseal_face(sealed, key.cipher_key)
             except payload.WrongPassword:
                 return image, WRONG_PASSWORD
+            changed, _, box = _footprint(photo.shape, face_crop(photo, self.resolution, marks)[1])
+            if (box[0].start, box[1].start) != (row, col) or original.shape[:2] != changed[box].shape:
+                raise ValueError("the recovery data does not fit this photo (another photo, or resized)")
             photo[box][changed[box]] = original[changed[box]]
         return photo, RECOVERED
 

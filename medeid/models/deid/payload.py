@@ -33,7 +33,8 @@ HEADER = struct.Struct(">4sI")  # magic, sealed length
 NONCE_BYTES, TAG_BYTES = 12, 16
 BITS = 2  # low bits of each carrier value
 QUALITIES = (95, 92, 90, 85, 80, 75, 70, 60, 50)  # tried in turn until the sealed data fits
-UNLIMITED = 1 << 62  # `seal`'s max_bytes when the seal travels outside the pixels (file metadata)
+FACE_MAGIC = b"MDF1"  # one face's recovery data carried outside the pixels (`seal_face`)
+FACE_HEADER = struct.Struct(">II10d")  # footprint box origin (row, column), five (x, y) landmarks
 
 
 class WrongPassword(ValueError):
@@ -55,13 +56,25 @@ def _compress(pixels: np.ndarray, quality: int) -> bytes:
     return buffer.getvalue()
 
 
+def _encrypt(plaintext: bytes, cipher_key: bytes, context: bytes) -> bytes:
+    nonce = hmac.new(cipher_key, b"nonce\x00" + plaintext, hashlib.sha256).digest()[:NONCE_BYTES]
+    return nonce + AESGCM(cipher_key).encrypt(nonce, plaintext, context)
+
+
+def _decrypt(sealed: bytes, cipher_key: bytes, context: bytes) -> bytes:
+    nonce, ciphertext = sealed[:NONCE_BYTES], sealed[NONCE_BYTES:]
+    try:
+        return AESGCM(cipher_key).decrypt(nonce, ciphertext, context)
+    except InvalidTag:
+        raise WrongPassword("wrong password: the recovery data does not open with it") from None
+
+
 def seal(original: np.ndarray, cipher_key: bytes, max_bytes: int) -> tuple[bytes, int]:
     """The sealed original (uint8 RGB) in at most `max_bytes`, and the JPEG quality used."""
     for quality in QUALITIES:
         plaintext = _compress(original, quality)
         if len(plaintext) + NONCE_BYTES + TAG_BYTES <= max_bytes:
-            nonce = hmac.new(cipher_key, b"nonce\x00" + plaintext, hashlib.sha256).digest()[:NONCE_BYTES]
-            return nonce + AESGCM(cipher_key).encrypt(nonce, plaintext, MAGIC), quality
+            return _encrypt(plaintext, cipher_key, MAGIC), quality
     raise ValueError(f"the face is too small to carry its own recovery data: {original.shape[1]} x "
                      f"{original.shape[0]} px need more than {max_bytes} bytes even at JPEG quality "
                      f"{QUALITIES[-1]}; de-identify at a higher resolution")
@@ -69,12 +82,25 @@ def seal(original: np.ndarray, cipher_key: bytes, max_bytes: int) -> tuple[bytes
 
 def unseal(sealed: bytes, cipher_key: bytes) -> np.ndarray:
     """The original pixels, or `WrongPassword`."""
-    nonce, ciphertext = sealed[:NONCE_BYTES], sealed[NONCE_BYTES:]
-    try:
-        plaintext = AESGCM(cipher_key).decrypt(nonce, ciphertext, MAGIC)
-    except InvalidTag:
-        raise WrongPassword("wrong password: the recovery data does not open with it") from None
-    return np.asarray(Image.open(io.BytesIO(plaintext)).convert("RGB"))
+    return np.asarray(Image.open(io.BytesIO(_decrypt(sealed, cipher_key, MAGIC))).convert("RGB"))
+
+
+def seal_face(original: np.ndarray, origin: tuple[int, int], landmarks: np.ndarray | None, cipher_key: bytes) -> bytes:
+    """One face's recovery data for a carrier outside the pixels: where its footprint's box starts
+    (row, column), the landmarks it was cropped by (NaN: the central square), and the box's original
+    pixels at JPEG quality 95, all sealed. Without the password even the face's position is hidden."""
+    marks = np.full((5, 2), np.nan) if landmarks is None else np.asarray(landmarks, np.float64)
+    header = FACE_HEADER.pack(*origin, *marks.reshape(-1))
+    return _encrypt(header + _compress(original, QUALITIES[0]), cipher_key, FACE_MAGIC)
+
+
+def unseal_face(sealed: bytes, cipher_key: bytes) -> tuple[np.ndarray, tuple[int, int], np.ndarray | None]:
+    """`seal_face` opened: (pixels, origin, landmarks or None), or `WrongPassword`."""
+    plaintext = _decrypt(sealed, cipher_key, FACE_MAGIC)
+    row, col, *marks = FACE_HEADER.unpack_from(plaintext)
+    landmarks = np.array(marks).reshape(5, 2)
+    pixels = np.asarray(Image.open(io.BytesIO(plaintext[FACE_HEADER.size:])).convert("RGB"))
+    return pixels, (row, col), None if np.isnan(landmarks).all() else landmarks
 
 
 def embed(values: np.ndarray, sealed: bytes, bits: int = BITS) -> np.ndarray:

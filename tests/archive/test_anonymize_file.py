@@ -1,0 +1,83 @@
+"""One file through the anonymizer: every format out alike, faces replaced and recoverable, and
+fail-closed quarantine. The detector here is a fixed answer, so the decisions are what is tested;
+the job's tests use the trained detector."""
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.uid import generate_uid
+
+from medeid.archive.anonymize import FileAnonymizer
+from medeid.archive.manifest import ANONYMIZED, NO_FACE, QUARANTINED
+from medeid.models.deid.api import RECOVERED, WRONG_PASSWORD
+from medeid.passwords import Secret
+from tests.archive.test_dicom import PHI, dicom_photo
+from tests.models.test_deid_api import model, psnr  # noqa: F401  (the module's small MedSem-DeID)
+from tests.models.test_deid_align import photo
+
+SECRET = Secret("archive secret")
+LANDMARKS = np.array([[30.0, 40.0], [66.0, 40.0], [48.0, 58.0], [34.0, 76.0], [62.0, 76.0]])
+
+
+@dataclass
+class Found:
+    score: float
+    landmarks: np.ndarray
+
+
+class FixedFaces:
+    def __init__(self, *scores: float):
+        self.scores = scores
+
+    def detect(self, image):
+        return [Found(s, LANDMARKS) for s in self.scores]
+
+
+def encoded(array: np.ndarray, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt, mode", [("JPEG", "RGB"), ("PNG", "RGB"), ("PNG", "L"), ("TIFF", "RGB")])
+def test_a_face_is_replaced_written_alike_and_recovered_only_with_the_secret(model, fmt, mode):
+    original = np.asarray(Image.fromarray(photo(120, 110, seed=7)).convert(mode).convert("RGB"))
+    data = encoded(np.asarray(Image.fromarray(original).convert(mode)), fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    anonymizer = FileAnonymizer(model, FixedFaces(0.9), SECRET)
+    outcome = anonymizer("clinic/ü 1." + fmt.lower(), data)
+    assert outcome.status == ANONYMIZED and outcome.faces == 1 and outcome.reason is None
+    with Image.open(io.BytesIO(outcome.output)) as written:
+        assert written.format == fmt and written.mode == mode
+        out = np.asarray(written.convert("RGB"))
+    assert psnr(out, original) < 30  # the face changed
+    assert anonymizer("clinic/ü 1." + fmt.lower(), data).output == outcome.output  # re-runs agree byte for byte
+    restored, status = anonymizer.recover("clinic/ü 1." + fmt.lower(), outcome.output)
+    assert status == RECOVERED and psnr(restored, original) >= 30
+    assert anonymizer.recover("another key", outcome.output)[1] == WRONG_PASSWORD
+
+
+def test_no_face_or_only_a_borderline_one_fails_closed(model):
+    data = encoded(photo(64, 64), "PNG")
+    assert FileAnonymizer(model, FixedFaces(), SECRET)("a.png", data).status == QUARANTINED
+    borderline = FileAnonymizer(model, FixedFaces(0.4), SECRET)("a.png", data)
+    assert borderline.status == QUARANTINED and "borderline" in borderline.reason and borderline.output is None
+    passed = FileAnonymizer(model, FixedFaces(), SECRET, pass_faceless=True)("a.png", data)
+    assert passed.status == NO_FACE and passed.output and passed.faces == 0
+    both = FileAnonymizer(model, FixedFaces(0.9, 0.4), SECRET)("a.png", data)
+    assert both.status == ANONYMIZED and both.faces == 2  # with a real face found, the borderline one goes too
+    bad = FileAnonymizer(model, FixedFaces(0.9), SECRET)("notes.jpg", b"not a photo at all")
+    assert bad.status == QUARANTINED and "not an image" in bad.reason
+
+
+def test_a_dicom_photo_is_anonymized_header_and_face(model):
+    data = dicom_photo(generate_uid())
+    outcome = FileAnonymizer(model, FixedFaces(0.9), SECRET)("study/1.dcm", data)
+    assert outcome.status == ANONYMIZED
+    for value in PHI.values():
+        assert value.encode() not in outcome.output
+    assert pydicom.dcmread(io.BytesIO(outcome.output)).PatientIdentityRemoved == "YES"
+    assert b"archive secret" not in outcome.output
