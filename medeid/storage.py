@@ -204,6 +204,11 @@ def list_files(uri: str, settings: S3Settings | None = None) -> list[str]:
     return [join(base, relative) for relative, _, _ in _listing(uri, settings)]
 
 
+def list_sized(uri: str, settings: S3Settings | None = None) -> list[tuple[str, int]]:
+    """(key relative to `uri`, size in bytes) of every file under it, recursively, sorted by key."""
+    return [(relative.lstrip("/"), size) for relative, size, _ in _listing(uri, settings)]
+
+
 def _listing(uri: str, settings: S3Settings | None) -> list[tuple[str, int, int]]:
     """(path relative to `uri`, size, modification time in ns) of every file under it, sorted."""
     fs, path = filesystem(uri, settings)

@@ -18,7 +18,8 @@ PHI = {"PatientName": "Doe^Jane", "PatientID": "MRN-0042", "PatientBirthDate": "
        "StudyDate": "20260101", "AccessionNumber": "ACC-777", "PatientAddress": "1 Main Street"}
 
 
-def dicom_photo(study_uid: str, sop_class: str = SECONDARY_CAPTURE, grey: bool = False) -> bytes:
+def dicom_photo(study_uid: str, sop_class: str = SECONDARY_CAPTURE, grey: bool = False,
+                rgb: np.ndarray | None = None) -> bytes:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -32,8 +33,9 @@ def dicom_photo(study_uid: str, sop_class: str = SECONDARY_CAPTURE, grey: bool =
         setattr(ds, name, value)
     ds.add_new((0x0011, 0x0010), "LO", "CLINIC PRIVATE")
     ds.add_new((0x0011, 0x1001), "LO", "secret private note about Jane Doe")
-    y, x = np.mgrid[:32, :48]
-    rgb = np.dstack([x * 5, y * 7, (x + y) * 3]).astype(np.uint8)
+    if rgb is None:
+        y, x = np.mgrid[:32, :48]
+        rgb = np.dstack([x * 5, y * 7, (x + y) * 3]).astype(np.uint8)
     ds.set_pixel_data(rgb[..., 0] if grey else rgb, "MONOCHROME2" if grey else "RGB", 8)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)

@@ -1,0 +1,133 @@
+"""The archive job on Ray Data: list, skip what is done, anonymize in an actor pool, account.
+
+    summary = anonymize_archive(input_uri, output_uri, model_uri, detector_uri, secret)
+
+- Listing: every file under the input prefix, recursively. Inputs whose key (and size) the manifest
+  already holds as finished are `skipped`: a re-run writes nothing twice.
+- `AnonymizeFiles` (an actor: the model and detector load once): per batch, each file is read,
+  hashed and anonymized (`medeid.archive.anonymize`), its output written under the same key, a
+  quarantined input copied untouched under the quarantine prefix, and then the batch's manifest
+  rows are written as one Parquet part named after the batch's keys, so a retried batch rewrites
+  the same part: a killed actor costs a retry, never a duplicate row.
+- The end: the run's rows against its listing, `inputs = anonymized + no-face + quarantined +
+  skipped`, printed and checked.
+
+The secret travels to the actors as a `Secret`, which prints `Secret(***)`; no row, log line or
+manifest column holds it or any password.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import ray
+
+from medeid import storage
+from medeid.archive.anonymize import FileAnonymizer
+from medeid.archive.manifest import (FINISHED, QUARANTINED, SKIPPED, Entry, Reconciliation, latest, read_manifest,
+                                     reconcile, write_part)
+from medeid.codecs import sha256
+from medeid.models.folder import WEIGHTS_FILE
+from medeid.passwords import Secret
+
+
+@dataclass(frozen=True)
+class ArchiveLayout:
+    """Where a run reads and writes: outputs under `output`, the manifest and quarantine beside it."""
+
+    input: str
+    output: str
+    manifest: str
+    quarantine: str
+
+    @classmethod
+    def beside(cls, input_uri: str, output_uri: str) -> "ArchiveLayout":
+        base = output_uri.rstrip("/")
+        return cls(input_uri.rstrip("/"), base, f"{base}-manifest", f"{base}-quarantine")
+
+
+class AnonymizeFiles:
+    """Ray Data actor: batches of (key, size) rows in, one status row per file out."""
+
+    def __init__(self, layout: ArchiveLayout, model_uri: str, detector_uri: str, secret: Secret, run_id: str,
+                 settings: storage.S3Settings | None = None, pass_faceless: bool = False, threads: int = 1):
+        import torch
+
+        from medeid.models.deid.api import MedSemDeID
+        from medeid.models.detector import FaceDetector
+
+        torch.set_num_threads(threads)
+        self.layout, self.run_id, self.settings = layout, run_id, settings
+        model = MedSemDeID.from_uri(model_uri, settings)
+        self.model_version = model.version
+        self.model_sha256 = sha256((storage.local_copy(model_uri, settings) / WEIGHTS_FILE).read_bytes())
+        detector = FaceDetector.from_uri(detector_uri, settings)
+        self.anonymizer = FileAnonymizer(model, detector, secret, face_threshold=detector.det_thresh,
+                                         borderline_threshold=detector.det_thresh * 0.6, pass_faceless=pass_faceless)
+
+    def __call__(self, batch: dict) -> dict:
+        entries = [self._one(str(key), int(size)) for key, size in zip(batch["key"], batch["size"])]
+        part = hashlib.sha256("\n".join(e.input_key for e in entries).encode()).hexdigest()[:24]
+        write_part(entries, self.layout.manifest, self.run_id, part, self.settings)
+        return {"key": np.array([e.input_key for e in entries], dtype=object),
+                "status": np.array([e.status for e in entries], dtype=object),
+                "faces": np.array([e.faces for e in entries], dtype=np.int32)}
+
+    def _one(self, key: str, size: int) -> Entry:
+        data = storage.read_bytes(storage.join(self.layout.input, key), self.settings)
+        outcome = self.anonymizer(key, data)
+        entry = Entry(self.run_id, key, len(data), outcome.status, sha256(data), outcome.reason, faces=outcome.faces,
+                      model_version=self.model_version, model_sha256=self.model_sha256)
+        if outcome.status == QUARANTINED:  # the input itself, untouched, for a person to look at
+            storage.write_bytes(storage.join(self.layout.quarantine, key), data, self.settings)
+            return entry
+        storage.write_bytes(storage.join(self.layout.output, key), outcome.output, self.settings)
+        entry.output_key, entry.output_sha256 = key, sha256(outcome.output)
+        return entry
+
+
+def plan(layout: ArchiveLayout, settings: storage.S3Settings | None = None
+         ) -> tuple[list[tuple[str, int]], list[tuple[str, int]], dict[str, str]]:
+    """(the listing, what is left to do, and for each finished key the run that finished it)."""
+    listed = storage.list_sized(layout.input, settings)
+    done = {row["input_key"]: row for row in latest(read_manifest(layout.manifest, settings)).to_pylist()
+            if row["status"] in FINISHED}
+    todo = [(k, s) for k, s in listed if k not in done or done[k]["input_size"] != s]
+    left = set(todo)
+    return listed, todo, {k: done[k]["run_id"] for k, s in listed if (k, s) not in left}
+
+
+def anonymize_archive(input_uri: str, output_uri: str, model_uri: str, detector_uri: str, secret: Secret, *,
+                      run_id: str | None = None, settings: storage.S3Settings | None = None,
+                      pass_faceless: bool = False, actors: int = 2, batch_size: int = 8) -> Reconciliation:
+    """Anonymize every file under `input_uri` into `output_uri` (same keys); returns the run's
+    reconciliation, which balances or this raises."""
+    layout = ArchiveLayout.beside(input_uri, output_uri)
+    run_id = run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    listed, todo, finished_by = plan(layout, settings)
+    if finished_by:
+        write_part([Entry(run_id, key, size, SKIPPED, reason=f"finished by run {finished_by[key]}")
+                    for key, size in listed if key in finished_by], layout.manifest, run_id, "skipped", settings)
+    print(f"[anonymize] run {run_id}: {len(listed)} inputs, {len(finished_by)} already done, {len(todo)} to do",
+          flush=True)
+    started, seen, counts = time.monotonic(), 0, {}
+    if todo:
+        files = ray.data.from_items([{"key": k, "size": s} for k, s in todo])
+        results = files.map_batches(
+            AnonymizeFiles, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
+            fn_constructor_kwargs={"layout": layout, "model_uri": model_uri, "detector_uri": detector_uri,
+                                   "secret": secret, "run_id": run_id, "settings": settings,
+                                   "pass_faceless": pass_faceless})
+        for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+            seen += len(batch["key"])
+            for status in batch["status"]:
+                counts[status] = counts.get(status, 0) + 1
+            rate = seen / max(time.monotonic() - started, 1e-9)
+            print(f"[anonymize] {seen}/{len(todo)} files ({rate:.1f} files/s) {counts}", flush=True)
+    summary = reconcile([k for k, _ in listed], read_manifest(layout.manifest, settings, run_id=run_id))
+    print(f"[anonymize] {summary} ({time.monotonic() - started:.0f} s)", flush=True)
+    return summary
