@@ -27,7 +27,7 @@ import numpy as np
 from medeid.archive import carrier, dicom, formats
 from medeid.archive.formats import Rejected
 from medeid.archive.manifest import ANONYMIZED, NO_FACE, QUARANTINED
-from medeid.models.deid.api import NO_RECOVERY_DATA, MedSemDeID
+from medeid.models.deid.api import NO_RECOVERY_DATA, RECOVERED, MedSemDeID
 from medeid.passwords import Secret, image_password
 
 DICOM_UID_CONTEXT = b"medeid/dicom-uid/v1"
@@ -100,11 +100,25 @@ class FileAnonymizer:
             encoded = formats.write_photo(photo, out)
         return FileOutcome(status, reason, carrier.attach(encoded, seals) if seals else encoded, len(seals))
 
-    def recover(self, key: str, data: bytes) -> tuple[np.ndarray, str]:
-        """The original pixels (RGB) of a file this anonymizer wrote, from the seals it carries, and
-        the status: recovered | wrong password | no recovery data."""
-        rgb = dicom.read_dicom(data)[1] if formats.sniff(data) == formats.DICOM else formats.read_photo(data).rgb
-        seals = carrier.detach(data)
-        if not seals:
-            return rgb, NO_RECOVERY_DATA
-        return self.model.recover_faces(rgb, image_password(self.secret, key), seals)
+    def recover(self, key: str, data: bytes) -> tuple[bytes, str]:
+        return recover_file(self.model, self.secret, key, data)
+
+
+def recover_file(model: MedSemDeID, secret: Secret, key: str, data: bytes) -> tuple[bytes, str]:
+    """A file this job anonymized, with its faces restored from the seals it carries, encoded in its
+    format again; and the status: recovered | wrong password | no recovery data. The header of a
+    DICOM stays de-identified: only the pixels are the patient's again."""
+    is_dicom = formats.sniff(data) == formats.DICOM
+    if is_dicom:
+        dataset, rgb = dicom.read_dicom(data)
+        grey = dataset.get("PhotometricInterpretation") == "MONOCHROME2"
+    else:
+        photo = formats.read_photo(data)
+        rgb = photo.rgb
+    seals = carrier.detach(data)
+    if not seals:
+        return data, NO_RECOVERY_DATA
+    restored, status = model.recover_faces(rgb, image_password(secret, key), seals)
+    if status != RECOVERED:
+        return data, status
+    return (dicom.write_dicom(dataset, restored, grey) if is_dicom else formats.write_photo(photo, restored)), status

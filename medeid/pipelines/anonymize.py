@@ -28,7 +28,7 @@ import ray
 
 from medeid import storage
 from medeid.archive.anonymize import FileAnonymizer
-from medeid.archive.manifest import (FINISHED, QUARANTINED, SKIPPED, Entry, Reconciliation, latest, read_manifest,
+from medeid.archive.manifest import (ANONYMIZED, FINISHED, QUARANTINED, SKIPPED, Entry, Reconciliation, latest, read_manifest,
                                      reconcile, write_part)
 from medeid.codecs import sha256
 from medeid.models.folder import WEIGHTS_FILE
@@ -131,3 +131,29 @@ def anonymize_archive(input_uri: str, output_uri: str, model_uri: str, detector_
     summary = reconcile([k for k, _ in listed], read_manifest(layout.manifest, settings, run_id=run_id))
     print(f"[anonymize] {summary} ({time.monotonic() - started:.0f} s)", flush=True)
     return summary
+
+
+def recover_photos(layout: ArchiveLayout, keys: list[str], restore_uri: str, model_uri: str, secret: Secret,
+                   settings: storage.S3Settings | None = None) -> dict[str, str]:
+    """Restore chosen anonymized photos into `restore_uri` (same keys): key -> status. A key the
+    manifest does not hold as anonymized gets its reason instead; nothing else is written."""
+    from medeid.archive.anonymize import recover_file
+    from medeid.models.deid.api import RECOVERED, MedSemDeID
+
+    model = MedSemDeID.from_uri(model_uri, settings)
+    finished = {row["input_key"]: row for row in latest(read_manifest(layout.manifest, settings)).to_pylist()}
+    statuses = {}
+    for key in keys:
+        row = finished.get(key)
+        if row is None or row["status"] != ANONYMIZED:
+            statuses[key] = f"not restored: the manifest has it as {row['status'] if row else 'never processed'}"
+            continue
+        data = storage.read_bytes(storage.join(layout.output, row["output_key"]), settings)
+        if sha256(data) != row["output_sha256"]:
+            statuses[key] = "not restored: the anonymized file changed since the job wrote it"
+            continue
+        restored, status = recover_file(model, secret, key, data)
+        if status == RECOVERED:
+            storage.write_bytes(storage.join(restore_uri, key), restored, settings)
+        statuses[key] = status
+    return statuses

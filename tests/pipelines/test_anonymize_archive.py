@@ -20,10 +20,11 @@ from medeid.models.deid.model import DeidNetConfig, MedSemDeIDNet, donor_bank
 from medeid.models.detector import export_detector_pack
 from medeid.models.medical import MedicalNet, MedicalNetConfig
 from medeid.passwords import Secret
-from medeid.pipelines.anonymize import ArchiveLayout, anonymize_archive
+from medeid.pipelines.anonymize import ArchiveLayout, anonymize_archive, recover_photos
 from medeid.synth import cohort_rows, render_row
 from medeid.train.detector import draw_samples, train_in_process
 from tests.archive.test_dicom import PHI, dicom_photo
+from tests.models.test_deid_api import psnr
 from tests.models.test_detector import SHORT, STEPS, TRAIN_SAMPLES
 
 SECRET_TEXT = "correct horse battery staple of the eye clinic"
@@ -124,6 +125,18 @@ def test_every_file_ends_in_exactly_one_row_and_a_rerun_skips_them_all(ray_sessi
     assert SECRET_TEXT.encode() not in manifest_bytes
     printed = capfd.readouterr()
     assert SECRET_TEXT not in printed.out + printed.err and "inputs 14 = " in printed.out
+
+    # Recovery: the chosen photos come back with their faces, and only with the secret.
+    chosen = ["2024/ptosis/patient 01.jpg", "dicom/face.dcm", "bad/notes.jpg"]
+    statuses = recover_photos(layout, chosen, f"{bucket}/restored", model_uri, secret, s3.settings)
+    assert statuses[chosen[0]] == statuses[chosen[1]] == "recovered" and "not restored" in statuses[chosen[2]]
+    with Image.open(io.BytesIO(storage.read_bytes(f"{bucket}/restored/{chosen[0]}", s3.settings))) as back, \
+            Image.open(io.BytesIO(files[chosen[0]][0])) as original, \
+            Image.open(io.BytesIO(storage.read_bytes(f"{layout.output}/{chosen[0]}", s3.settings))) as anonymous:
+        restored_psnr = psnr(np.asarray(back.convert("RGB")), np.asarray(original.convert("RGB")))
+        assert restored_psnr >= 30 > psnr(np.asarray(anonymous.convert("RGB")), np.asarray(original.convert("RGB")))
+    wrong = recover_photos(layout, chosen[:1], f"{bucket}/wrong", model_uri, Secret("a guess"), s3.settings)
+    assert wrong[chosen[0]] == "wrong password" and not storage.exists(f"{bucket}/wrong/{chosen[0]}", s3.settings)
 
     before = {f: storage.read_bytes(f, s3.settings) for f in storage.list_files(layout.output, s3.settings)}
     again = anonymize_archive(f"{bucket}/in", f"{bucket}/out", model_uri, detector_uri, secret, run_id="second",

@@ -1,0 +1,50 @@
+"""Restore chosen photos of an anonymized archive with the archive secret.
+
+    python jobs/recover.py --manifest s3://share/photos-manifest --keys "2024/a.jpg,2024/b.png" \
+        --model s3://models/deid --secret-file /secure/archive.secret --output s3://restricted/restored
+
+Reads each key's anonymized file (checked against the manifest's sha256), opens the sealed
+originals it carries with that file's password (derived from the secret and the key) and writes
+the photo with its faces restored under --output. Prints one status per key.
+"""
+
+import argparse
+import os
+import sys
+
+from medeid.config import load_config
+from medeid.passwords import Secret
+from medeid.pipelines.anonymize import ArchiveLayout, recover_photos
+
+SECRET_VARIABLE = "MEDEID_ARCHIVE_SECRET"
+MANIFEST_SUFFIX = "-manifest"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", required=True, help="the job's manifest prefix (<output>-manifest)")
+    parser.add_argument("--keys", required=True, help="comma-separated input keys to restore")
+    parser.add_argument("--model", required=True, help="the MedSem-DeID model the job used")
+    parser.add_argument("--output", required=True, help="where restored photos go (same keys)")
+    parser.add_argument("--anonymized", help="the anonymized copy (default: the manifest prefix without -manifest)")
+    parser.add_argument("--secret-file", help=f"file holding the archive secret (else ${SECRET_VARIABLE})")
+    parser.add_argument("--config", default="demo", help="preset name or YAML file (storage settings)")
+    args = parser.parse_args()
+    secret = Secret.from_file(args.secret_file) if args.secret_file else Secret.from_env(SECRET_VARIABLE)
+    os.environ.pop(SECRET_VARIABLE, None)
+    manifest = args.manifest.rstrip("/")
+    if not args.anonymized and not manifest.endswith(MANIFEST_SUFFIX):
+        parser.error(f"--anonymized is needed when the manifest prefix does not end in {MANIFEST_SUFFIX}")
+    output = args.anonymized or manifest[:-len(MANIFEST_SUFFIX)]
+    layout = ArchiveLayout("", output, manifest, "")
+    keys = [k for k in args.keys.split(",") if k]
+    statuses = recover_photos(layout, keys, args.output, args.model, secret, load_config(args.config).storage.settings())
+    for key, status in statuses.items():
+        print(f"[recover] {key}: {status}", flush=True)
+    restored = sum(status == "recovered" for status in statuses.values())
+    print(f"[recover] {restored} of {len(keys)} restored into {args.output}", flush=True)
+    return 0 if restored == len(keys) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
