@@ -42,3 +42,17 @@ def ray_session(s3):
              log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def trained_detector(tmp_path_factory):
+    """A briefly trained face detector (~40 s) and its pack folder: shared by the detector's own
+    tests and the archive job's."""
+    from medeid.models.detector import export_detector_pack
+    from medeid.train.detector import DetectorConfig, draw_samples, train_in_process
+
+    config = DetectorConfig(seed=3, zoom_out_share=0.0, lr=0.01)
+    net = train_in_process(config, draw_samples(config.seed, 0, 900, 128, config.negative_share, 0.0), steps=480)
+    pack = tmp_path_factory.mktemp("detector")
+    export_detector_pack(net, pack, {"det_thresh": 0.5, "note": "test"})
+    return net, pack

@@ -2,12 +2,13 @@
 
 The drawing is layered back to front (scene, hair, face, features, eyes, lesion), then the
 camera acts (light, blur, noise). The lesion is the last layer drawn, so its pixel mask is exactly
-where it covers the face.
+where it covers the face. The five landmarks (eyes, nose tip, mouth corners) come from the same
+geometry the features are drawn from, so they are exact: what a face detector learns to find.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -42,6 +43,9 @@ VESSEL = (186, 52, 56)
 class Rendered:
     image: np.ndarray  # (H, W, 3) uint8 RGB
     lesion_mask: np.ndarray  # (H, W) bool, True on the tumour
+    # (5, 2) float32 pixel (x, y), pixel centres at integers (as OpenCV and insightface place them), in
+    # ArcFace's order: eye centres (image left, then right), nose tip, mouth corners (image left, right).
+    landmarks: np.ndarray = field(default_factory=lambda: np.full((5, 2), np.nan, np.float32))
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,29 @@ def render(identity: Identity, condition: Condition, nuisance: Nuisance, size: i
         lesion = _draw_tumour(canvas, identity, condition, eyes[side])
     # 5. The camera.
     image = _photograph(canvas, nuisance)
-    return Rendered(image=image, lesion_mask=lesion >= 0.5)
+    return Rendered(image=image, lesion_mask=lesion >= 0.5,
+                    landmarks=_landmarks(identity, nuisance, eyes, shift, size))
+
+
+def _landmarks(identity: Identity, nuisance: Nuisance, eyes: dict, shift: float, size: int) -> np.ndarray:
+    """The five ArcFace landmarks in image pixels: the features' face coordinates through the camera.
+
+    Eyes: the centre of each opening (not the iris, which gaze and strabismus move). Nose: the tip's
+    highlight. Mouth: where the lip line ends, raised by a smile as `_draw_mouth` draws it.
+    """
+    corner_y = identity.mouth_y - 0.025 * nuisance.smile  # the lip line at t = +-1
+    face = np.array([
+        [eyes["right"].cx, eyes["right"].cy],  # the patient's right eye, on the image's left
+        [eyes["left"].cx, eyes["left"].cy],
+        [shift * 1.4, identity.nose_length - 0.03],
+        [shift - identity.mouth_width, corner_y],
+        [shift + identity.mouth_width, corner_y],
+    ], dtype=np.float64)
+    # The inverse of `Canvas`'s pixel -> face map: scale, rotate, shift, then to pixel indices.
+    scale, cos, sin = FRAMING * nuisance.scale, np.cos(nuisance.rotation), np.sin(nuisance.rotation)
+    ix = scale * (cos * face[:, 0] - sin * face[:, 1]) + nuisance.shift_x
+    iy = scale * (sin * face[:, 0] + cos * face[:, 1]) + nuisance.shift_y
+    return np.stack([(ix + 1) * size / 2 - 0.5, (iy + 1) * size / 2 - 0.5], axis=1).astype(np.float32)
 
 
 def _grey(identity: Identity) -> float:

@@ -17,34 +17,28 @@ from medeid import storage
 from medeid.archive.manifest import ANONYMIZED, QUARANTINED, SKIPPED, latest, read_manifest
 from medeid.models.deid.donors import synthetic_donors
 from medeid.models.deid.model import DeidNetConfig, MedSemDeIDNet, donor_bank
-from medeid.models.detector import export_detector_pack
 from medeid.models.medical import MedicalNet, MedicalNetConfig
 from medeid.passwords import Secret
 from medeid.pipelines.anonymize import ArchiveLayout, anonymize_archive, recover_photos
 from medeid.synth import cohort_rows, render_row
-from medeid.train.detector import draw_samples, train_in_process
 from tests.archive.test_dicom import PHI, dicom_photo
 from tests.models.test_deid_api import psnr
-from tests.models.test_detector import SHORT, STEPS, TRAIN_SAMPLES
 
 SECRET_TEXT = "correct horse battery staple of the eye clinic"
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """A briefly trained detector pack and an untrained MedSem-DeID (recovery and replacement do not
-    depend on its training)."""
+def models(tmp_path_factory, trained_detector):
+    """The session's briefly trained detector pack and an untrained MedSem-DeID (replacement and
+    recovery do not depend on its training)."""
     root = tmp_path_factory.mktemp("models")
-    net = train_in_process(SHORT, draw_samples(SHORT.seed, 0, TRAIN_SAMPLES, 128, SHORT.negative_share, 0.0),
-                           steps=STEPS)
-    export_detector_pack(net, root / "detector", {"det_thresh": 0.5})
     torch.manual_seed(0)
     medical = MedicalNet(MedicalNetConfig(image_size=64, widths=(8, 16, 24, 32))).eval()
     donors = donor_bank(synthetic_donors(6, 64), 64)
     deid = MedSemDeIDNet(DeidNetConfig(image_size=64, widths=(8, 16, 16), medical=asdict(medical.config),
                                        donors=len(donors)), donors)
     deid.save(root / "deid")
-    return str(root / "deid"), str(root / "detector")
+    return str(root / "deid"), str(trained_detector[1])
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:
