@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -50,6 +50,28 @@ class FileOutcome:
     faces: int = 0
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """A file's pixels for the models, and how to write pixels back in its format and layout."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8
+    photo: formats.Photo | None = None  # JPEG, PNG, TIFF
+    dataset: Any = None  # DICOM: the pydicom dataset, whose header the writer keeps
+
+    @classmethod
+    def of(cls, data: bytes, max_pixels: int = formats.MAX_PIXELS) -> "Decoded":
+        if formats.sniff(data) == formats.DICOM:
+            dataset, rgb = dicom.read_dicom(data)
+            return cls(rgb, dataset=dataset)
+        photo = formats.read_photo(data, max_pixels)
+        return cls(photo.rgb, photo=photo)
+
+    def encode(self, rgb: np.ndarray) -> bytes:
+        if self.dataset is None:
+            return formats.write_photo(self.photo, rgb)
+        return dicom.write_dicom(self.dataset, rgb, grey=self.dataset.get("PhotometricInterpretation") == "MONOCHROME2")
+
+
 def dicom_uid_key(secret: Secret) -> bytes:
     """The key DICOM UIDs are mapped under: one per archive secret, never the secret itself."""
     return hmac.new(secret.reveal(), DICOM_UID_CONTEXT, hashlib.sha256).digest()
@@ -73,14 +95,8 @@ class FileAnonymizer:
             return FileOutcome(QUARANTINED, rejected.reason)
 
     def _anonymize(self, key: str, data: bytes) -> FileOutcome:
-        is_dicom = formats.sniff(data) == formats.DICOM
-        if is_dicom:
-            dataset, rgb = dicom.read_dicom(data)
-            grey = dataset.get("PhotometricInterpretation") == "MONOCHROME2"
-        else:
-            photo = formats.read_photo(data, self.max_pixels)
-            rgb = photo.rgb
-        found = [f for f in self.detector.detect(rgb) if f.score >= self.borderline_threshold]
+        decoded = Decoded.of(data, self.max_pixels)
+        found = [f for f in self.detector.detect(decoded.rgb) if f.score >= self.borderline_threshold]
         confident = [f for f in found if f.score >= self.face_threshold]
         if not confident:
             if found:
@@ -88,16 +104,14 @@ class FileAnonymizer:
                                                 f"{self.face_threshold}): fails closed")
             if not self.pass_faceless:
                 return FileOutcome(QUARANTINED, "no face found: fails closed (pass_faceless is off)")
-            out, seals, status, reason = rgb, [], NO_FACE, "no face found; passed with metadata stripped"
+            out, seals, status, reason = decoded.rgb, [], NO_FACE, "no face found; passed with metadata stripped"
         else:
             password = image_password(self.secret, key)
-            out, seals = self.model.deidentify_faces(rgb, password, [f.landmarks for f in found])
+            out, seals = self.model.deidentify_faces(decoded.rgb, password, [f.landmarks for f in found])
             status, reason = ANONYMIZED, None
-        if is_dicom:
-            dicom.anonymize_header(dataset, self.uid_key)
-            encoded = dicom.write_dicom(dataset, out, grey)
-        else:
-            encoded = formats.write_photo(photo, out)
+        if decoded.dataset is not None:
+            dicom.anonymize_header(decoded.dataset, self.uid_key)
+        encoded = decoded.encode(out)
         return FileOutcome(status, reason, carrier.attach(encoded, seals) if seals else encoded, len(seals))
 
     def recover(self, key: str, data: bytes) -> tuple[bytes, str]:
@@ -108,17 +122,9 @@ def recover_file(model: MedSemDeID, secret: Secret, key: str, data: bytes) -> tu
     """A file this job anonymized, with its faces restored from the seals it carries, encoded in its
     format again; and the status: recovered | wrong password | no recovery data. The header of a
     DICOM stays de-identified: only the pixels are the patient's again."""
-    is_dicom = formats.sniff(data) == formats.DICOM
-    if is_dicom:
-        dataset, rgb = dicom.read_dicom(data)
-        grey = dataset.get("PhotometricInterpretation") == "MONOCHROME2"
-    else:
-        photo = formats.read_photo(data)
-        rgb = photo.rgb
     seals = carrier.detach(data)
     if not seals:
         return data, NO_RECOVERY_DATA
-    restored, status = model.recover_faces(rgb, image_password(secret, key), seals)
-    if status != RECOVERED:
-        return data, status
-    return (dicom.write_dicom(dataset, restored, grey) if is_dicom else formats.write_photo(photo, restored)), status
+    decoded = Decoded.of(data)
+    restored, status = model.recover_faces(decoded.rgb, image_password(secret, key), seals)
+    return (decoded.encode(restored), status) if status == RECOVERED else (data, status)

@@ -35,6 +35,11 @@ from medeid.models.folder import WEIGHTS_FILE
 from medeid.passwords import Secret
 
 
+# Detections between this share of the detector's threshold and the threshold are borderline: a photo
+# with nothing better is quarantined. The detector runs at the lower bound so that it reports them.
+BORDERLINE_SHARE = 0.6
+
+
 @dataclass(frozen=True)
 class ArchiveLayout:
     """Where a run reads and writes: outputs under `output`, the manifest and quarantine beside it."""
@@ -65,9 +70,10 @@ class AnonymizeFiles:
         model = MedSemDeID.from_uri(model_uri, settings)
         self.model_version = model.version
         self.model_sha256 = sha256((storage.local_copy(model_uri, settings) / WEIGHTS_FILE).read_bytes())
-        detector = FaceDetector.from_uri(detector_uri, settings)
-        self.anonymizer = FileAnonymizer(model, detector, secret, face_threshold=detector.det_thresh,
-                                         borderline_threshold=detector.det_thresh * 0.6, pass_faceless=pass_faceless)
+        threshold = FaceDetector.from_uri(detector_uri, settings).det_thresh  # the pack's own
+        detector = FaceDetector.from_uri(detector_uri, settings, det_thresh=threshold * BORDERLINE_SHARE)
+        self.anonymizer = FileAnonymizer(model, detector, secret, face_threshold=threshold,
+                                         borderline_threshold=detector.det_thresh, pass_faceless=pass_faceless)
 
     def __call__(self, batch: dict) -> dict:
         entries = [self._one(str(key), int(size)) for key, size in zip(batch["key"], batch["size"])]
