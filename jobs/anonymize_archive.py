@@ -11,16 +11,13 @@ skipped, checked. Photos in which no face is found are quarantined unless --pass
 """
 
 import argparse
-import os
 import sys
 
 import ray
 
 from medeid.config import load_config
-from medeid.passwords import Secret
-from medeid.pipelines.anonymize import anonymize_archive
+from medeid.pipelines.anonymize import SECRET_VARIABLE, anonymize_archive, archive_secret
 
-SECRET_VARIABLE = "MEDEID_ARCHIVE_SECRET"
 
 
 def main() -> int:
@@ -36,8 +33,7 @@ def main() -> int:
     parser.add_argument("--run-id", help="name of this run in the manifest (default: the UTC time)")
     parser.add_argument("--config", default="demo", help="preset name or YAML file (storage settings)")
     args = parser.parse_args()
-    secret = Secret.from_file(args.secret_file) if args.secret_file else Secret.from_env(SECRET_VARIABLE)
-    os.environ.pop(SECRET_VARIABLE, None)  # not inherited by anything this job starts
+    secret = archive_secret(args.secret_file)
     settings = load_config(args.config).storage.settings()
 
     ray.init()

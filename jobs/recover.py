@@ -9,14 +9,11 @@ the photo with its faces restored under --output. Prints one status per key.
 """
 
 import argparse
-import os
 import sys
 
 from medeid.config import load_config
-from medeid.passwords import Secret
-from medeid.pipelines.anonymize import ArchiveLayout, recover_photos
+from medeid.pipelines.anonymize import SECRET_VARIABLE, ArchiveLayout, archive_secret, recover_photos
 
-SECRET_VARIABLE = "MEDEID_ARCHIVE_SECRET"
 MANIFEST_SUFFIX = "-manifest"
 
 
@@ -30,8 +27,7 @@ def main() -> int:
     parser.add_argument("--secret-file", help=f"file holding the archive secret (else ${SECRET_VARIABLE})")
     parser.add_argument("--config", default="demo", help="preset name or YAML file (storage settings)")
     args = parser.parse_args()
-    secret = Secret.from_file(args.secret_file) if args.secret_file else Secret.from_env(SECRET_VARIABLE)
-    os.environ.pop(SECRET_VARIABLE, None)
+    secret = archive_secret(args.secret_file)
     manifest = args.manifest.rstrip("/")
     if not args.anonymized and not manifest.endswith(MANIFEST_SUFFIX):
         parser.error(f"--anonymized is needed when the manifest prefix does not end in {MANIFEST_SUFFIX}")

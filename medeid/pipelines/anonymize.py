@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 
@@ -34,6 +35,8 @@ from medeid.codecs import sha256
 from medeid.models.folder import WEIGHTS_FILE
 from medeid.passwords import Secret
 
+
+SECRET_VARIABLE = "MEDEID_ARCHIVE_SECRET"  # where the jobs look when no secret file is given
 
 # Detections between this share of the detector's threshold and the threshold are borderline: a photo
 # with nothing better is quarantined. The detector runs at the lower bound so that it reports them.
@@ -53,6 +56,14 @@ class ArchiveLayout:
     def beside(cls, input_uri: str, output_uri: str) -> "ArchiveLayout":
         base = output_uri.rstrip("/")
         return cls(input_uri.rstrip("/"), base, f"{base}-manifest", f"{base}-quarantine")
+
+
+def archive_secret(secret_file: str | None) -> Secret:
+    """The archive secret from `secret_file`, else from $MEDEID_ARCHIVE_SECRET, which is then removed
+    from the environment so nothing this process starts inherits it."""
+    secret = Secret.from_file(secret_file) if secret_file else Secret.from_env(SECRET_VARIABLE)
+    os.environ.pop(SECRET_VARIABLE, None)
+    return secret
 
 
 class AnonymizeFiles:

@@ -1,6 +1,7 @@
 """The archive manifest on the local S3 server: parts, the latest row per input, reconciliation."""
 
 import datetime as dt
+import os
 
 import pytest
 
@@ -49,3 +50,16 @@ def test_a_listing_the_rows_do_not_match_is_an_error(manifest_uri, s3):
         reconcile(["a.jpg", "b.jpg"], read_manifest(manifest_uri, s3.settings, run_id="r1"))
     with pytest.raises(ValueError, match="status"):
         Entry("r1", "a.jpg", 1, "done")
+
+
+def test_the_archive_secret_comes_from_a_file_or_the_environment_which_then_forgets_it(tmp_path, monkeypatch):
+    from medeid.pipelines.anonymize import SECRET_VARIABLE, archive_secret
+
+    (tmp_path / "secret").write_text("from the file\n")
+    assert archive_secret(str(tmp_path / "secret")).reveal() == b"from the file"
+    monkeypatch.setenv(SECRET_VARIABLE, "from the environment")
+    secret = archive_secret(None)
+    assert secret.reveal() == b"from the environment" and SECRET_VARIABLE not in os.environ
+    assert "environment" not in repr(secret) and "environment" not in f"{secret}"
+    with pytest.raises(KeyError, match=SECRET_VARIABLE):
+        archive_secret(None)
