@@ -14,8 +14,6 @@ import sys
 from medeid.config import load_config
 from medeid.pipelines.anonymize import SECRET_VARIABLE, ArchiveLayout, archive_secret, recover_photos
 
-MANIFEST_SUFFIX = "-manifest"
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,11 +26,10 @@ def main() -> int:
     parser.add_argument("--config", default="demo", help="preset name or YAML file (storage settings)")
     args = parser.parse_args()
     secret = archive_secret(args.secret_file)
-    manifest = args.manifest.rstrip("/")
-    if not args.anonymized and not manifest.endswith(MANIFEST_SUFFIX):
-        parser.error(f"--anonymized is needed when the manifest prefix does not end in {MANIFEST_SUFFIX}")
-    output = args.anonymized or manifest[:-len(MANIFEST_SUFFIX)]
-    layout = ArchiveLayout("", output, manifest, "")
+    try:
+        layout = ArchiveLayout.of_manifest(args.manifest, args.anonymized)
+    except ValueError as error:
+        parser.error(f"{error} (--anonymized)")
     keys = [k for k in args.keys.split(",") if k]
     statuses = recover_photos(layout, keys, args.output, args.model, secret, load_config(args.config).storage.settings())
     for key, status in statuses.items():

@@ -183,9 +183,13 @@ class FaceDetector:
         if not isinstance(self.model, SCRFD):
             raise ValueError(f"{candidates[0]} does not load as an SCRFD detector (got {type(self.model).__name__}): "
                              f"expected 9 outputs, scores, boxes and keypoints at strides 8, 16 and 32")
-        self.det_thresh = float(det_thresh if det_thresh is not None else self.metadata.get("det_thresh", 0.5))
-        size = int(input_size or self.metadata.get("input_size", 640))
-        self.model.prepare(ctx_id=-1, input_size=(size, size), det_thresh=self.det_thresh)
+        self.input_size = int(input_size or self.metadata.get("input_size", 640))
+        self.set_threshold(float(det_thresh if det_thresh is not None else self.metadata.get("det_thresh", 0.5)))
+
+    def set_threshold(self, det_thresh: float) -> None:
+        """Report faces scoring at least `det_thresh` from now on (SCRFD drops the rest inside)."""
+        self.det_thresh = float(det_thresh)
+        self.model.prepare(ctx_id=-1, input_size=(self.input_size, self.input_size), det_thresh=self.det_thresh)
 
     @classmethod
     def from_uri(cls, uri: str, settings: storage.S3Settings | None = None, **kwargs) -> "FaceDetector":

@@ -37,6 +37,7 @@ from medeid.passwords import Secret
 
 
 SECRET_VARIABLE = "MEDEID_ARCHIVE_SECRET"  # where the jobs look when no secret file is given
+MANIFEST_SUFFIX, QUARANTINE_SUFFIX = "-manifest", "-quarantine"  # beside the output prefix
 
 # Detections between this share of the detector's threshold and the threshold are borderline: a photo
 # with nothing better is quarantined. The detector runs at the lower bound so that it reports them.
@@ -55,7 +56,18 @@ class ArchiveLayout:
     @classmethod
     def beside(cls, input_uri: str, output_uri: str) -> "ArchiveLayout":
         base = output_uri.rstrip("/")
-        return cls(input_uri.rstrip("/"), base, f"{base}-manifest", f"{base}-quarantine")
+        return cls(input_uri.rstrip("/"), base, base + MANIFEST_SUFFIX, base + QUARANTINE_SUFFIX)
+
+    @classmethod
+    def of_manifest(cls, manifest_uri: str, anonymized_uri: str | None = None) -> "ArchiveLayout":
+        """The layout a finished run left, from its manifest prefix (recovery needs no input)."""
+        manifest = manifest_uri.rstrip("/")
+        if anonymized_uri is None:
+            if not manifest.endswith(MANIFEST_SUFFIX):
+                raise ValueError(f"name the anonymized copy: {manifest} does not end in {MANIFEST_SUFFIX}")
+            anonymized_uri = manifest[:-len(MANIFEST_SUFFIX)]
+        base = anonymized_uri.rstrip("/")
+        return cls("", base, manifest, base + QUARANTINE_SUFFIX)
 
 
 def archive_secret(secret_file: str | None) -> Secret:
@@ -81,8 +93,9 @@ class AnonymizeFiles:
         model = MedSemDeID.from_uri(model_uri, settings)
         self.model_version = model.version
         self.model_sha256 = sha256((storage.local_copy(model_uri, settings) / WEIGHTS_FILE).read_bytes())
-        threshold = FaceDetector.from_uri(detector_uri, settings).det_thresh  # the pack's own
-        detector = FaceDetector.from_uri(detector_uri, settings, det_thresh=threshold * BORDERLINE_SHARE)
+        detector = FaceDetector.from_uri(detector_uri, settings)
+        threshold = detector.det_thresh  # the pack's own
+        detector.set_threshold(threshold * BORDERLINE_SHARE)
         self.anonymizer = FileAnonymizer(model, detector, secret, face_threshold=threshold,
                                          borderline_threshold=detector.det_thresh, pass_faceless=pass_faceless)
 

@@ -63,3 +63,14 @@ def test_the_archive_secret_comes_from_a_file_or_the_environment_which_then_forg
     assert "environment" not in repr(secret) and "environment" not in f"{secret}"
     with pytest.raises(KeyError, match=SECRET_VARIABLE):
         archive_secret(None)
+
+
+def test_recovery_finds_the_layout_from_the_manifest_prefix():
+    from medeid.pipelines.anonymize import ArchiveLayout
+
+    written = ArchiveLayout.beside("s3://h/photos", "s3://share/photos/")
+    found = ArchiveLayout.of_manifest(written.manifest)
+    assert (found.output, found.manifest, found.quarantine) == (written.output, written.manifest, written.quarantine)
+    assert ArchiveLayout.of_manifest("s3://x/rows", "s3://share/photos").output == "s3://share/photos"
+    with pytest.raises(ValueError, match="-manifest"):
+        ArchiveLayout.of_manifest("s3://x/rows")
