@@ -5,7 +5,8 @@
         --secret-file /secure/archive.secret          # or the MEDEID_ARCHIVE_SECRET variable
 
 Writes <output>/<key> for every anonymized input, <output>-quarantine/<key> (the input, untouched)
-for every file it cannot anonymize, and the manifest under <output>-manifest/run=<id>/. A re-run
+for every file it cannot anonymize, the manifest under <output>-manifest/run=<id>/ and the run's
+report, with a before/after grid, under <output>-report/run=<id>/. A re-run
 skips what the manifest holds as finished. Ends with inputs = anonymized + no-face + quarantined +
 skipped, checked. Photos in which no face is found are quarantined unless --pass-faceless.
 """
@@ -30,6 +31,7 @@ def main() -> int:
     parser.add_argument("--pass-faceless", action="store_true",
                         help="pass photos without a face (metadata stripped) instead of quarantining them")
     parser.add_argument("--actors", type=int, default=2, help="anonymizing actors")
+    parser.add_argument("--report-samples", type=int, default=8, help="before/after pairs in the run's report")
     parser.add_argument("--run-id", help="name of this run in the manifest (default: the UTC time)")
     parser.add_argument("--config", default="demo", help="preset name or YAML file (storage settings)")
     args = parser.parse_args()
@@ -38,7 +40,8 @@ def main() -> int:
 
     ray.init()
     summary = anonymize_archive(args.input, args.output, args.model, args.detector, secret, run_id=args.run_id,
-                                settings=settings, pass_faceless=args.pass_faceless, actors=args.actors)
+                                settings=settings, pass_faceless=args.pass_faceless, actors=args.actors,
+                                report_samples=args.report_samples)
     return 0 if summary.balanced else 1
 
 

@@ -66,9 +66,9 @@ class Decoded:
         photo = formats.read_photo(data, max_pixels)
         return cls(photo.rgb, photo=photo)
 
-    def encode(self, rgb: np.ndarray) -> bytes:
+    def encode(self, rgb: np.ndarray, jpeg_quality: int = formats.JPEG_QUALITY) -> bytes:
         if self.dataset is None:
-            return formats.write_photo(self.photo, rgb)
+            return formats.write_photo(self.photo, rgb, jpeg_quality)
         return dicom.write_dicom(self.dataset, rgb, grey=self.dataset.get("PhotometricInterpretation") == "MONOCHROME2")
 
 
@@ -127,4 +127,6 @@ def recover_file(model: MedSemDeID, secret: Secret, key: str, data: bytes) -> tu
         return data, NO_RECOVERY_DATA
     decoded = Decoded.of(data)
     restored, status = model.recover_faces(decoded.rgb, image_password(secret, key), seals)
-    return (decoded.encode(restored), status) if status == RECOVERED else (data, status)
+    if status != RECOVERED:
+        return data, status
+    return decoded.encode(restored, jpeg_quality=formats.RESTORED_JPEG_QUALITY), status

@@ -45,7 +45,10 @@ def attach(data: bytes, seals: list[bytes]) -> bytes:
         parts = [blob[i:i + JPEG_CHUNK] for i in range(0, len(blob), JPEG_CHUNK)] or [b""]
         segments = b"".join(JPEG_MARKER + struct.pack(">H", 2 + len(JPEG_ID) + 4 + len(part)) + JPEG_ID
                             + struct.pack(">HH", i, len(parts)) + part for i, part in enumerate(parts))
-        return data[:2] + segments + data[2:]  # right after SOI
+        at = 2  # after SOI, and after the JFIF APP0 segment, which readers expect first
+        if data[2:4] == b"\xff\xe0":
+            at += 2 + struct.unpack_from(">H", data, 4)[0]
+        return data[:at] + segments + data[at:]
     if kind == "png":
         chunk = struct.pack(">I", len(blob)) + PNG_CHUNK + blob + struct.pack(">I", zlib.crc32(PNG_CHUNK + blob))
         end = data.rindex(b"IEND") - 4  # before the IEND chunk's length field

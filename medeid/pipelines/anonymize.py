@@ -10,7 +10,8 @@
   rows are written as one Parquet part named after the batch's keys, so a retried batch rewrites
   the same part: a killed actor costs a retry, never a duplicate row.
 - The end: the run's rows against its listing, `inputs = anonymized + no-face + quarantined +
-  skipped`, printed and checked.
+  skipped`, printed and checked, and the run's report with a before/after grid
+  (`medeid.archive.report`) written beside the output.
 
 The secret travels to the actors as a `Secret`, which prints `Secret(***)`; no row, log line or
 manifest column holds it or any password.
@@ -31,13 +32,16 @@ from medeid import storage
 from medeid.archive.anonymize import FileAnonymizer
 from medeid.archive.manifest import (ANONYMIZED, FINISHED, QUARANTINED, SKIPPED, Entry, Reconciliation, latest, read_manifest,
                                      reconcile, write_part)
+from medeid.archive.report import write_report
 from medeid.codecs import sha256
 from medeid.models.folder import WEIGHTS_FILE
 from medeid.passwords import Secret
 
 
 SECRET_VARIABLE = "MEDEID_ARCHIVE_SECRET"  # where the jobs look when no secret file is given
-MANIFEST_SUFFIX, QUARANTINE_SUFFIX = "-manifest", "-quarantine"  # beside the output prefix
+# Beside the output prefix, on the hospital's side: only the output itself is shared.
+MANIFEST_SUFFIX, QUARANTINE_SUFFIX, REPORT_SUFFIX = "-manifest", "-quarantine", "-report"
+PROGRESS_EVERY_S = 2.0
 
 # Detections between this share of the detector's threshold and the threshold are borderline: a photo
 # with nothing better is quarantined. The detector runs at the lower bound so that it reports them.
@@ -46,17 +50,19 @@ BORDERLINE_SHARE = 0.6
 
 @dataclass(frozen=True)
 class ArchiveLayout:
-    """Where a run reads and writes: outputs under `output`, the manifest and quarantine beside it."""
+    """Where a run reads and writes: outputs under `output`; the manifest, quarantine and reports
+    beside it."""
 
     input: str
     output: str
     manifest: str
     quarantine: str
+    report: str
 
     @classmethod
     def beside(cls, input_uri: str, output_uri: str) -> "ArchiveLayout":
         base = output_uri.rstrip("/")
-        return cls(input_uri.rstrip("/"), base, base + MANIFEST_SUFFIX, base + QUARANTINE_SUFFIX)
+        return cls(input_uri.rstrip("/"), base, base + MANIFEST_SUFFIX, base + QUARANTINE_SUFFIX, base + REPORT_SUFFIX)
 
     @classmethod
     def of_manifest(cls, manifest_uri: str, anonymized_uri: str | None = None) -> "ArchiveLayout":
@@ -67,7 +73,7 @@ class ArchiveLayout:
                 raise ValueError(f"name the anonymized copy: {manifest} does not end in {MANIFEST_SUFFIX}")
             anonymized_uri = manifest[:-len(MANIFEST_SUFFIX)]
         base = anonymized_uri.rstrip("/")
-        return cls("", base, manifest, base + QUARANTINE_SUFFIX)
+        return cls("", base, manifest, base + QUARANTINE_SUFFIX, base + REPORT_SUFFIX)
 
 
 def archive_secret(secret_file: str | None) -> Secret:
@@ -133,9 +139,11 @@ def plan(layout: ArchiveLayout, settings: storage.S3Settings | None = None
 
 def anonymize_archive(input_uri: str, output_uri: str, model_uri: str, detector_uri: str, secret: Secret, *,
                       run_id: str | None = None, settings: storage.S3Settings | None = None,
-                      pass_faceless: bool = False, actors: int = 2, batch_size: int = 8) -> Reconciliation:
+                      pass_faceless: bool = False, actors: int = 2, batch_size: int = 8,
+                      report_samples: int = 8) -> Reconciliation:
     """Anonymize every file under `input_uri` into `output_uri` (same keys); returns the run's
-    reconciliation, which balances or this raises."""
+    reconciliation, which balances or this raises. The run's report (`medeid.archive.report`, with a
+    grid of `report_samples` before/after pairs) goes to `<output>-report/run=<id>/`."""
     layout = ArchiveLayout.beside(input_uri, output_uri)
     run_id = run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     listed, todo, finished_by = plan(layout, settings)
@@ -144,7 +152,7 @@ def anonymize_archive(input_uri: str, output_uri: str, model_uri: str, detector_
                     for key, size in listed if key in finished_by], layout.manifest, run_id, "skipped", settings)
     print(f"[anonymize] run {run_id}: {len(listed)} inputs, {len(finished_by)} already done, {len(todo)} to do",
           flush=True)
-    started, seen, counts = time.monotonic(), 0, {}
+    started, seen, counts, shown = time.monotonic(), 0, {}, 0.0
     if todo:
         files = ray.data.from_items([{"key": k, "size": s} for k, s in todo])
         results = files.map_batches(
@@ -156,10 +164,16 @@ def anonymize_archive(input_uri: str, output_uri: str, model_uri: str, detector_
             seen += len(batch["key"])
             for status in batch["status"]:
                 counts[status] = counts.get(status, 0) + 1
-            rate = seen / max(time.monotonic() - started, 1e-9)
-            print(f"[anonymize] {seen}/{len(todo)} files ({rate:.1f} files/s) {counts}", flush=True)
-    summary = reconcile([k for k, _ in listed], read_manifest(layout.manifest, settings, run_id=run_id))
-    print(f"[anonymize] {summary} ({time.monotonic() - started:.0f} s)", flush=True)
+            elapsed = time.monotonic() - started
+            if elapsed - shown >= PROGRESS_EVERY_S or seen == len(todo):
+                shown = elapsed
+                print(f"[anonymize] {seen}/{len(todo)} files ({seen / max(elapsed, 1e-9):.1f} files/s) {counts}",
+                      flush=True)
+    seconds = time.monotonic() - started
+    run_rows = read_manifest(layout.manifest, settings, run_id=run_id)
+    summary = reconcile([k for k, _ in listed], run_rows)
+    report = write_report(layout, run_id, summary, run_rows, seconds, settings, samples=report_samples)
+    print(f"[anonymize] {summary} ({seconds:.0f} s); report: {report}", flush=True)
     return summary
 
 

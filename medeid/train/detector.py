@@ -68,6 +68,7 @@ class DetectorConfig:
     test_samples: int = 300  # held out: other seeds, other people
     negative_share: float = 0.3  # of the samples, images with no face
     zoom_out_share: float = 0.3  # of the faces, rendered smaller onto a cluttered background
+    grey_share: float = 0.15  # of the images, greyscale: archives hold grey photos and DICOMs
     epochs: int = 20  # ~940 steps of 64; 10 epochs gave held-out recall 0.99, 2.5% false detections
     batch_size: int = 32  # per worker
     lr: float = 0.01  # peak of the one-cycle schedule (AdamW)
@@ -184,7 +185,7 @@ def _jpeg(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
 
 
 def draw_samples(seed: int, start: int, count: int, size: int = INPUT_SIZE, negative_share: float = 0.3,
-                 zoom_out_share: float = 0.3) -> dict[str, np.ndarray]:
+                 zoom_out_share: float = 0.3, grey_share: float = 0.15) -> dict[str, np.ndarray]:
     """Samples `start` .. `start + count` of the stream seeded `seed`: columns image (N, S, S, 3) uint8,
     face (N,) 1 or 0, box (N, 4) and landmarks (N, 10) in pixels (zeros without a face)."""
     images, faces, boxes, landmarks = [], [], [], []
@@ -194,7 +195,10 @@ def draw_samples(seed: int, start: int, count: int, size: int = INPUT_SIZE, nega
             image, points = negative_sample(rng, size), None
         else:
             image, points = face_sample(rng, size, zoom_out=rng.uniform() < zoom_out_share)
-        images.append(_jpeg(rng, image))
+        image = _jpeg(rng, image)
+        if np.random.default_rng([seed, index, 1]).uniform() < grey_share:  # its own stream: the rest stay as drawn
+            image = np.repeat(np.asarray(Image.fromarray(image).convert("L"))[..., None], 3, axis=2)
+        images.append(image)
         faces.append(float(points is not None))
         boxes.append(face_box(points) if points is not None else np.zeros(4, np.float32))
         landmarks.append(points.reshape(10) if points is not None else np.zeros(10, np.float32))
@@ -202,10 +206,11 @@ def draw_samples(seed: int, start: int, count: int, size: int = INPUT_SIZE, nega
             "box": np.stack(boxes).astype(np.float32), "landmarks": np.stack(landmarks).astype(np.float32)}
 
 
-def draw_batch(batch: dict, *, seed: int, size: int, negative_share: float, zoom_out_share: float) -> dict:
+def draw_batch(batch: dict, *, seed: int, size: int, negative_share: float, zoom_out_share: float,
+               grey_share: float) -> dict:
     """Ray Data map_batches: sample ids (column `id`) -> drawn samples."""
     ids = batch["id"]
-    out = [draw_samples(seed, int(i), 1, size, negative_share, zoom_out_share) for i in ids]
+    out = [draw_samples(seed, int(i), 1, size, negative_share, zoom_out_share, grey_share) for i in ids]
     return {k: np.concatenate([o[k] for o in out]) for k in out[0]}
 
 
@@ -214,7 +219,8 @@ def sample_dataset(count: int, seed: int, cfg: DetectorConfig) -> ray.data.Datas
     return (ray.data.range(count, override_num_blocks=max(1, min(count // 100, 64)))
             .map_batches(draw_batch, fn_kwargs={"seed": seed, "size": cfg.input_size,
                                                 "negative_share": cfg.negative_share,
-                                                "zoom_out_share": cfg.zoom_out_share},
+                                                "zoom_out_share": cfg.zoom_out_share,
+                                                "grey_share": cfg.grey_share},
                          batch_size=50, batch_format="numpy")
             .materialize())
 

@@ -15,7 +15,7 @@ from medeid.archive.anonymize import FileAnonymizer
 from medeid.archive.manifest import ANONYMIZED, NO_FACE, QUARANTINED
 from medeid.models.deid.api import RECOVERED, WRONG_PASSWORD
 from medeid.passwords import Secret
-from tests.archive.test_dicom import PHI, dicom_photo
+from medeid.synth.hospital_files import PHI, dicom_photo
 from tests.models.test_deid_api import model, psnr  # noqa: F401  (the module's small MedSem-DeID)
 from tests.models.test_deid_align import photo
 

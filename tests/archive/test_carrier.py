@@ -10,7 +10,7 @@ from PIL import Image
 
 from medeid.archive.carrier import attach, detach
 from medeid.archive.formats import read_photo, write_photo
-from tests.archive.test_dicom import dicom_photo
+from medeid.synth.hospital_files import dicom_photo
 from pydicom.uid import generate_uid
 
 SEALS = [os.urandom(70_000), b"", os.urandom(123)]  # one larger than a JPEG segment holds
@@ -27,6 +27,7 @@ def test_seals_round_trip_and_the_photo_still_decodes_the_same(fmt):
     carried = attach(plain, SEALS)
     assert detach(plain) == [] and detach(carried) == SEALS
     assert np.array_equal(read_photo(carried).rgb, read_photo(plain).rgb)
+    assert carried[:4] == plain[:4]  # a JPEG's JFIF segment stays first, as readers expect
 
 
 def test_a_dicom_carries_its_seals_in_a_private_block():

@@ -5,41 +5,11 @@ import io
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from medeid.archive.dicom import PHOTO_CLASSES, anonymize_header, mapped_uid, read_dicom, write_dicom
 from medeid.archive.formats import Rejected, sniff
-
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
-PHI = {"PatientName": "Doe^Jane", "PatientID": "MRN-0042", "PatientBirthDate": "19700101",
-       "InstitutionName": "St Example Eye Clinic", "ReferringPhysicianName": "Smith^John",
-       "StudyDate": "20260101", "AccessionNumber": "ACC-777", "PatientAddress": "1 Main Street"}
-
-
-def dicom_photo(study_uid: str, sop_class: str = SECONDARY_CAPTURE, grey: bool = False,
-                rgb: np.ndarray | None = None) -> bytes:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, generate_uid()
-    ds.Modality = "XC"
-    for name, value in PHI.items():
-        setattr(ds, name, value)
-    ds.add_new((0x0011, 0x0010), "LO", "CLINIC PRIVATE")
-    ds.add_new((0x0011, 0x1001), "LO", "secret private note about Jane Doe")
-    if rgb is None:
-        y, x = np.mgrid[:32, :48]
-        rgb = np.dstack([x * 5, y * 7, (x + y) * 3]).astype(np.uint8)
-    ds.set_pixel_data(rgb[..., 0] if grey else rgb, "MONOCHROME2" if grey else "RGB", 8)
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+from medeid.synth.hospital_files import CT_IMAGE, PHI, PRIVATE_NOTE, SECONDARY_CAPTURE, dicom_photo
 
 
 def anonymized(data: bytes, key: bytes, change=lambda rgb: rgb) -> bytes:
@@ -51,10 +21,10 @@ def anonymized(data: bytes, key: bytes, change=lambda rgb: rgb) -> bytes:
 
 def test_no_phi_survives_and_uids_are_mapped_by_the_secret():
     study = generate_uid()
-    first, second = dicom_photo(study), dicom_photo(study)
+    first, second = dicom_photo("first", study_uid=study), dicom_photo("second", study_uid=study)
     assert sniff(first) == "dicom"
     out = anonymized(first, b"key-1")
-    for value in [*PHI.values(), "secret private note", study]:
+    for value in [*PHI.values(), PRIVATE_NOTE, study]:
         assert value.encode() not in out, value
     ds = pydicom.dcmread(io.BytesIO(out))
     assert ds.PatientIdentityRemoved == "YES" and ds.SOPClassUID == SECONDARY_CAPTURE

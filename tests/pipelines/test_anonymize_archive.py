@@ -1,30 +1,49 @@
-"""The archive job on the local S3 server and Ray: a prepared archive of faces and trouble, every
-file accounted for once, nothing identifying left, quarantine untouched, a re-run skips everything."""
+"""The archive job on the local S3 server and Ray, over a prepared archive of a few hundred files
+(`medeid.synth.hospital_files`: photos in every form, and every kind of trouble once).
 
+One clean run is the reference: every file ends in exactly one manifest row with its expected
+status, nothing identifying is left, the quarantine is untouched, the secret is nowhere, a report
+with its grid is written. Then: recovery meets the DESIGN §3 bars on the face region; a re-run
+skips everything; an actor killed mid-job and a job killed mid-way then re-run both end with the
+clean run's output, byte for byte.
+"""
+
+import contextlib
 import io
-import struct
-import zlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
+import psutil
 import pyarrow.compute as pc
 import pytest
 import torch
 from PIL import Image
-from pydicom.uid import generate_uid
+from skimage.metrics import structural_similarity
 
 from medeid import storage
+from medeid.archive.anonymize import Decoded
+from medeid.archive.formats import sniff
 from medeid.archive.manifest import ANONYMIZED, QUARANTINED, SKIPPED, latest, read_manifest
+from medeid.archive.report import GRID_FILE, REPORT_FILE
 from medeid.models.deid.donors import synthetic_donors
 from medeid.models.deid.model import DeidNetConfig, MedSemDeIDNet, donor_bank
 from medeid.models.medical import MedicalNet, MedicalNetConfig
 from medeid.passwords import Secret
 from medeid.pipelines.anonymize import ArchiveLayout, anonymize_archive, recover_photos
-from medeid.synth import cohort_rows, render_row
-from tests.archive.test_dicom import PHI, dicom_photo
+from medeid.synth.hospital_files import CAMERA_MAKE, FORMS, PHI, PRIVATE_NOTE, hospital_files, write_files
 from tests.models.test_deid_api import psnr
 
+ROOT = Path(__file__).resolve().parents[2]
 SECRET_TEXT = "correct horse battery staple of the eye clinic"
+PHOTOS = 240  # + 8 trouble files
+ROW_FIELDS = ["status", "reason", "input_sha256", "output_key", "output_sha256", "faces"]
 
 
 @pytest.fixture(scope="module")
@@ -41,102 +60,185 @@ def models(tmp_path_factory, trained_detector):
     return str(root / "deid"), str(trained_detector[1])
 
 
-def encoded(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
+@pytest.fixture(scope="module")
+def clean(ray_session, s3, models):
+    """The archive on S3 and one uninterrupted run over it (the reference), with what it printed."""
+    bucket = "s3://archive-job"
+    storage.make_bucket(bucket, s3.settings)
+    files = {f.key: f for f in hospital_files(PHOTOS, seed=11)}
+    write_files(list(files.values()), f"{bucket}/in", s3.settings)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        summary = anonymize_archive(f"{bucket}/in", f"{bucket}/clean", *models, Secret(SECRET_TEXT), run_id="clean",
+                                    settings=s3.settings, actors=1)
+    return {"bucket": bucket, "files": files, "summary": summary, "printed": printed.getvalue(),
+            "layout": ArchiveLayout.beside(f"{bucket}/in", f"{bucket}/clean")}
 
 
-def gps_exif() -> bytes:
-    exif = Image.Exif()
-    exif.get_ifd(0x8825)[2] = (51.0, 30.0, 0.0)
-    exif[0x010F] = "ClinicCam"
-    return exif.tobytes()
+def tree(uri: str, settings) -> dict[str, bytes]:
+    return {storage.relative_key(uri, f): storage.read_bytes(f, settings) for f in storage.list_files(uri, settings)}
 
 
-def bomb() -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+def finished_rows(manifest: str, settings) -> dict[str, tuple]:
+    return {r["input_key"]: tuple(r[f] for f in ROW_FIELDS) for r in latest(read_manifest(manifest, settings)).to_pylist()}
 
 
-def prepared_archive() -> dict[str, tuple[bytes, str]]:
-    """key -> (content, the status the job must give it)."""
-    faces = [Image.fromarray(render_row(row, 128).image) for row in cohort_rows(8, 1, seed=777)]
-    files = {
-        "2024/ptosis/patient 01.jpg": (encoded(faces[0], "JPEG", exif=gps_exif(), quality=95), ANONYMIZED),
-        "2024/ptosis/ßeta ünïcode.png": (encoded(faces[1], "PNG"), ANONYMIZED),
-        "2024/grey/g.png": (encoded(faces[2].convert("L"), "PNG"), ANONYMIZED),
-        "2024/cmyk.jpg": (encoded(faces[3].convert("CMYK"), "JPEG"), ANONYMIZED),
-        "2024/tiff/t.tif": (encoded(faces[4], "TIFF"), ANONYMIZED),
-        "2025/deep/er/16bit.png": (encoded(Image.fromarray(np.asarray(faces[5].convert("L")).astype(np.uint16) * 257),
-                                           "PNG"), ANONYMIZED),
-        "bad/zero.jpg": (b"", QUARANTINED),
-        "bad/notes.jpg": (b"Jane Doe, MRN 0042\n", QUARANTINED),
-        "bad/truncated.jpg": (encoded(faces[6], "JPEG")[:900], QUARANTINED),
-        "bad/bomb.png": (bomb(), QUARANTINED),
-        "bad/animated.gif": (encoded(faces[6], "GIF", save_all=True, append_images=[faces[7]]), QUARANTINED),
-        "bad/no face.png": (encoded(Image.linear_gradient("L").convert("RGB").resize((128, 128)), "PNG"), QUARANTINED),
-        "dicom/face.dcm": (dicom_photo(generate_uid(), rgb=np.asarray(faces[7])), ANONYMIZED),
-        "dicom/ct-like.dcm": (dicom_photo(generate_uid(), sop_class="1.2.840.10008.5.1.4.1.1.2"), QUARANTINED),
-    }
-    return files
+def assert_same_as_clean(layout: ArchiveLayout, clean: dict, settings) -> None:
+    reference = clean["layout"]
+    assert tree(layout.output, settings) == tree(reference.output, settings)
+    assert tree(layout.quarantine, settings) == tree(reference.quarantine, settings)
+    assert finished_rows(layout.manifest, settings) == finished_rows(reference.manifest, settings)
 
 
-def test_every_file_ends_in_exactly_one_row_and_a_rerun_skips_them_all(ray_session, bucket, s3, models,
-                                                                      capfd):
-    model_uri, detector_uri = models
-    files = prepared_archive()
-    for key, (data, _) in files.items():
-        storage.write_bytes(f"{bucket}/in/{key}", data, s3.settings)
-    secret = Secret(SECRET_TEXT)
-
-    summary = anonymize_archive(f"{bucket}/in", f"{bucket}/out", model_uri, detector_uri, secret, run_id="first",
-                                settings=s3.settings, actors=1)
-    layout = ArchiveLayout.beside(f"{bucket}/in", f"{bucket}/out")
-    assert summary.balanced and summary.inputs == len(files)
-    rows = {r["input_key"]: r for r in read_manifest(layout.manifest, s3.settings, run_id="first").to_pylist()}
-    assert sorted(rows) == sorted(files)
-    for key, (data, expected) in files.items():
-        assert rows[key]["status"] == expected, (key, rows[key]["reason"])
-        if expected == QUARANTINED:
-            assert rows[key]["reason"]
-            assert storage.read_bytes(f"{layout.quarantine}/{key}", s3.settings) == data  # untouched
-            assert not storage.exists(f"{layout.output}/{key}", s3.settings)
-        else:
-            out = storage.read_bytes(f"{layout.output}/{key}", s3.settings)
-            assert rows[key]["faces"] >= 1 and rows[key]["output_sha256"]
-            assert b"ClinicCam" not in out and b"GPS" not in out
-            if key.endswith(".dcm"):
-                assert not any(value.encode() in out for value in PHI.values())
-                continue
+def test_every_file_ends_in_exactly_one_row_with_nothing_identifying_left(clean, s3):
+    files, layout, summary = clean["files"], clean["layout"], clean["summary"]
+    assert len(files) == PHOTOS + 8 and summary.balanced and summary.inputs == len(files)
+    rows = read_manifest(layout.manifest, s3.settings, run_id="clean").to_pylist()
+    assert sorted(r["input_key"] for r in rows) == sorted(files)  # exactly one row each
+    for row in rows:
+        file = files[row["input_key"]]
+        assert row["status"] == file.expected, (file.key, row["reason"])
+        if file.expected == QUARANTINED:
+            assert row["reason"] and row["faces"] == 0
+            assert storage.read_bytes(f"{layout.quarantine}/{file.key}", s3.settings) == file.data  # untouched
+            assert not storage.exists(f"{layout.output}/{file.key}", s3.settings)
+            continue
+        out = storage.read_bytes(f"{layout.output}/{file.key}", s3.settings)
+        assert row["faces"] >= 1 and row["output_sha256"] and out != file.data
+        assert sniff(out) == sniff(file.data)  # the same format
+        for value in [CAMERA_MAKE, PRIVATE_NOTE, *PHI.values()]:  # (GPS: by its EXIF tag below)
+            assert value.encode() not in out, (file.key, value)
+        before, after = Decoded.of(file.data).rgb, Decoded.of(out).rgb
+        assert after.shape == before.shape  # upright, as the EXIF orientation said
+        if not file.key.endswith(".dcm"):
             with Image.open(io.BytesIO(out)) as image:  # (a TIFF's own tags are its structure, not EXIF)
-                assert 0x8825 not in image.getexif() and 0x010F not in image.getexif()  # GPS, camera make
+                assert not {0x8825, 0x010F, 0x0112} & set(image.getexif())  # GPS, make, orientation
+    assert summary.counts[QUARANTINED] == 8 and summary.counts[ANONYMIZED] == PHOTOS
+    reasons = {r["input_key"]: r["reason"] for r in rows if r["status"] == QUARANTINED}
+    assert "empty" in reasons["incoming/empty upload.jpg"] and "pixels" in reasons["incoming/bomb.png"]
+    assert "corrupt" in reasons["incoming/corrupt.jpg"] and "fails closed" in reasons["incoming/colour chart.png"]
 
-    # The secret is nowhere: not in the manifest, the outputs, or anything the job printed.
-    manifest_bytes = b"".join(storage.read_bytes(f, s3.settings) for f in storage.list_files(layout.manifest, s3.settings))
-    assert SECRET_TEXT.encode() not in manifest_bytes
-    printed = capfd.readouterr()
-    assert SECRET_TEXT not in printed.out + printed.err and "inputs 14 = " in printed.out
 
-    # Recovery: the chosen photos come back with their faces, and only with the secret.
-    chosen = ["2024/ptosis/patient 01.jpg", "dicom/face.dcm", "bad/notes.jpg"]
-    statuses = recover_photos(layout, chosen, f"{bucket}/restored", model_uri, secret, s3.settings)
-    assert statuses[chosen[0]] == statuses[chosen[1]] == "recovered" and "not restored" in statuses[chosen[2]]
-    with Image.open(io.BytesIO(storage.read_bytes(f"{bucket}/restored/{chosen[0]}", s3.settings))) as back, \
-            Image.open(io.BytesIO(files[chosen[0]][0])) as original, \
-            Image.open(io.BytesIO(storage.read_bytes(f"{layout.output}/{chosen[0]}", s3.settings))) as anonymous:
-        restored_psnr = psnr(np.asarray(back.convert("RGB")), np.asarray(original.convert("RGB")))
-        assert restored_psnr >= 30 > psnr(np.asarray(anonymous.convert("RGB")), np.asarray(original.convert("RGB")))
-    wrong = recover_photos(layout, chosen[:1], f"{bucket}/wrong", model_uri, Secret("a guess"), s3.settings)
+def test_the_secret_is_nowhere_and_the_report_shows_the_run(clean, s3, ray_session):
+    layout = clean["layout"]
+    secret = SECRET_TEXT.encode()
+    for prefix in (layout.manifest, layout.output, layout.report):
+        assert not any(secret in data for data in tree(prefix, s3.settings).values()), prefix
+    assert SECRET_TEXT not in clean["printed"] and "inputs 248 = 240 anonymized" in clean["printed"]
+    context = ray_session.get_runtime_context()
+    logs = Path(context.get_temp_dir()) / context.get_session_name() / "logs"  # every Ray process's log
+    assert logs.is_dir() and not [p for p in logs.rglob("*") if p.is_file() and secret in p.read_bytes()]
+
+    report = storage.read_bytes(f"{layout.report}/run=clean/{REPORT_FILE}", s3.settings).decode()
+    assert "inputs 248 = 240 anonymized + 0 no-face + 8 quarantined + 0 skipped" in report and "balanced" in report
+    assert "| too many pixels | 1 | `incoming/bomb.png` |" in report
+    with Image.open(io.BytesIO(storage.read_bytes(f"{layout.report}/run=clean/{GRID_FILE}", s3.settings))) as grid:
+        assert grid.height > 8 * 128 and grid.width > 2 * 128  # 8 before/after pairs
+
+
+def face_region(before: np.ndarray, after: np.ndarray) -> tuple[slice, slice]:
+    """The box around every pixel the anonymization changed: the replaced face."""
+    rows, cols = np.nonzero(np.abs(before.astype(int) - after).max(axis=2) > 8)
+    return slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)
+
+
+def test_recovery_restores_the_face_region_within_the_bars_and_only_with_the_secret(clean, s3, models):
+    files, layout, bucket = clean["files"], clean["layout"], clean["bucket"]
+    photos = [key for key, f in files.items() if f.expected == ANONYMIZED]
+    chosen = photos[:len(FORMS)]  # one of each form, in turn
+    statuses = recover_photos(layout, [*chosen, "incoming/notes.jpg"], f"{bucket}/restored", models[0],
+                              Secret(SECRET_TEXT), s3.settings)
+    assert "not restored" in statuses.pop("incoming/notes.jpg")
+    assert set(statuses.values()) == {"recovered"}, statuses
+    for key in chosen:
+        original = Decoded.of(files[key].data).rgb
+        anonymous = Decoded.of(storage.read_bytes(f"{layout.output}/{key}", s3.settings)).rgb
+        restored = Decoded.of(storage.read_bytes(f"{bucket}/restored/{key}", s3.settings)).rgb
+        box = face_region(original, anonymous)
+        assert box[0].stop - box[0].start >= 32, key  # a face was replaced
+        a, b = original[box], restored[box]
+        assert psnr(a, b) >= 30 and structural_similarity(a, b, channel_axis=-1, data_range=255) >= 0.95, key
+        assert psnr(a, anonymous[box]) < 30, key
+    wrong = recover_photos(layout, chosen[:1], f"{bucket}/wrong", models[0], Secret("a guess"), s3.settings)
     assert wrong[chosen[0]] == "wrong password" and not storage.exists(f"{bucket}/wrong/{chosen[0]}", s3.settings)
 
-    before = {f: storage.read_bytes(f, s3.settings) for f in storage.list_files(layout.output, s3.settings)}
-    again = anonymize_archive(f"{bucket}/in", f"{bucket}/out", model_uri, detector_uri, secret, run_id="second",
+
+def test_a_rerun_skips_everything_and_writes_nothing(clean, s3, models):
+    layout = clean["layout"]
+    before = tree(layout.output, s3.settings)
+    again = anonymize_archive(layout.input, layout.output, *models, Secret(SECRET_TEXT), run_id="again",
                               settings=s3.settings, actors=1)
-    assert again.balanced and again.counts[SKIPPED] == len(files)
-    assert {f: storage.read_bytes(f, s3.settings) for f in storage.list_files(layout.output, s3.settings)} == before
+    assert again.balanced and again.counts[SKIPPED] == len(clean["files"])
+    assert tree(layout.output, s3.settings) == before
     everything = read_manifest(layout.manifest, s3.settings)
-    assert len(latest(everything)) == len(files)  # still one finished row per file
-    assert pc.sum(pc.equal(everything["run_id"], "second")).as_py() == len(files)
+    assert len(latest(everything)) == len(clean["files"])  # still one finished row per file
+    assert pc.sum(pc.equal(everything["run_id"], "again")).as_py() == len(clean["files"])
+
+
+def manifest_parts(layout: ArchiveLayout, run_id: str, settings) -> int:
+    root = f"{layout.manifest}/run={run_id}"
+    return len(storage.list_files(root, settings)) if storage.exists(root, settings) else 0
+
+
+def wait_for(condition, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def archive_actors() -> list[psutil.Process]:
+    """The processes of the job's anonymizing actors (Ray titles them after the actor's class)."""
+    return [p for p in psutil.process_iter(["cmdline"]) if "AnonymizeFiles" in " ".join(p.info["cmdline"] or [])]
+
+
+def test_an_actor_killed_mid_job_costs_a_retry_not_a_file(clean, s3, models):
+    layout = ArchiveLayout.beside(clean["layout"].input, f"{clean['bucket']}/killed-actor")
+    result = {}
+
+    def run():
+        result["summary"] = anonymize_archive(layout.input, layout.output, *models, Secret(SECRET_TEXT),
+                                              run_id="killed", settings=s3.settings, actors=1, report_samples=0)
+
+    job = threading.Thread(target=run)
+    job.start()
+    wait_for(lambda: manifest_parts(layout, "killed", s3.settings) >= 2)
+    actors = archive_actors()
+    assert actors, "the archive actor's process was not found"
+    parts_at_kill = manifest_parts(layout, "killed", s3.settings)
+    for process in actors:
+        process.send_signal(signal.SIGKILL)  # a crash, not a polite stop
+    job.join(timeout=600)
+    assert not job.is_alive() and result["summary"].balanced
+    batches = -(-len(clean["files"]) // 8)
+    assert parts_at_kill < batches  # it died mid-job
+    assert manifest_parts(layout, "killed", s3.settings) == batches  # a retried batch rewrote its own part
+    assert_same_as_clean(layout, clean, s3.settings)
+
+
+def test_a_job_killed_midway_and_rerun_ends_as_a_clean_run(clean, s3, models, tmp_path, ray_session):
+    layout = ArchiveLayout.beside(clean["layout"].input, f"{clean['bucket']}/killed-job")
+    secret_file = tmp_path / "archive.secret"
+    secret_file.write_text(SECRET_TEXT + "\n")
+    command = [sys.executable, "jobs/anonymize_archive.py", "--input", layout.input, "--output", layout.output,
+               "--model", models[0], "--detector", models[1], "--secret-file", str(secret_file), "--actors", "1",
+               "--run-id", "interrupted"]
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, "PYTHONPATH": str(ROOT)}
+    job = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: manifest_parts(layout, "interrupted", s3.settings) >= 3 or job.poll() is not None)
+    finally:
+        job.send_signal(signal.SIGKILL)
+        output = job.communicate()[0].decode(errors="replace")
+    assert job.returncode == -signal.SIGKILL, output  # killed, not finished
+    assert SECRET_TEXT not in output
+    # The killed driver's actor dies with its job; until then it could still be writing.
+    wait_for(lambda: not archive_actors())
+    done = len(latest(read_manifest(layout.manifest, s3.settings)))
+    assert 0 < done < len(clean["files"])
+
+    resumed = anonymize_archive(layout.input, layout.output, *models, Secret(SECRET_TEXT), run_id="resumed",
+                                settings=s3.settings, actors=1, report_samples=0)
+    assert resumed.balanced and resumed.counts[SKIPPED] == done  # what the killed run finished is not redone
+    assert_same_as_clean(layout, clean, s3.settings)
+    assert len(latest(read_manifest(layout.manifest, s3.settings))) == len(clean["files"])

@@ -88,10 +88,13 @@ def unseal(sealed: bytes, cipher_key: bytes) -> np.ndarray:
 def seal_face(original: np.ndarray, origin: tuple[int, int], landmarks: np.ndarray | None, cipher_key: bytes) -> bytes:
     """One face's recovery data for a carrier outside the pixels: where its footprint's box starts
     (row, column), the landmarks it was cropped by (NaN: the central square), and the box's original
-    pixels at JPEG quality 95, all sealed. Without the password even the face's position is hidden."""
+    pixels, lossless (PNG: JPEG at quality 95 cost some faces' fine texture, SSIM 0.92; outside the
+    pixels there is room), all sealed. Without the password even the face's position is hidden."""
     marks = np.full((5, 2), np.nan) if landmarks is None else np.asarray(landmarks, np.float64)
     header = FACE_HEADER.pack(*origin, *marks.reshape(-1))
-    return _encrypt(header + _compress(original, QUALITIES[0]), cipher_key, FACE_MAGIC)
+    buffer = io.BytesIO()
+    Image.fromarray(original).save(buffer, "PNG", compress_level=6)
+    return _encrypt(header + buffer.getvalue(), cipher_key, FACE_MAGIC)
 
 
 def unseal_face(sealed: bytes, cipher_key: bytes) -> tuple[np.ndarray, tuple[int, int], np.ndarray | None]:
