@@ -12,6 +12,8 @@ skipped, checked. Photos in which no face is found are quarantined unless --pass
 """
 
 import argparse
+import dataclasses
+import json
 import sys
 
 import ray
@@ -28,21 +30,26 @@ def main() -> int:
     parser.add_argument("--model", required=True, help="MedSem-DeID model folder or S3 prefix")
     parser.add_argument("--detector", required=True, help="face detector pack (SCRFD ONNX) folder or S3 prefix")
     parser.add_argument("--secret-file", help=f"file holding the archive secret (else ${SECRET_VARIABLE})")
-    parser.add_argument("--pass-faceless", action="store_true",
+    parser.add_argument("--pass-faceless", action="store_true", default=None,
                         help="pass photos without a face (metadata stripped) instead of quarantining them")
-    parser.add_argument("--actors", type=int, default=2, help="anonymizing actors")
-    parser.add_argument("--report-samples", type=int, default=8, help="before/after pairs in the run's report")
+    parser.add_argument("--actors", type=int, help="anonymizing actors")
+    parser.add_argument("--batch-size", type=int, help="files per actor call and manifest part")
+    parser.add_argument("--report-samples", type=int, help="before/after pairs in the run's report")
     parser.add_argument("--run-id", help="name of this run in the manifest (default: the UTC time)")
-    parser.add_argument("--config", default="demo", help="preset name or YAML file (storage settings)")
+    parser.add_argument("--config", default="demo", help="preset name or YAML file (anonymize section, storage)")
     args = parser.parse_args()
     secret = archive_secret(args.secret_file)
-    settings = load_config(args.config).storage.settings()
+    config = load_config(args.config, {"anonymize.actors": args.actors, "anonymize.batch_size": args.batch_size,
+                                       "anonymize.report_samples": args.report_samples,
+                                       "anonymize.pass_faceless": args.pass_faceless})
+    settings, cfg = config.storage.settings(), config.anonymize
+    print("config:", json.dumps(dataclasses.asdict(cfg)), flush=True)
 
     ray.init()
-    summary = anonymize_archive(args.input, args.output, args.model, args.detector, secret, run_id=args.run_id,
-                                settings=settings, pass_faceless=args.pass_faceless, actors=args.actors,
-                                report_samples=args.report_samples)
-    return 0 if summary.balanced else 1
+    run = anonymize_archive(args.input, args.output, args.model, args.detector, secret, run_id=args.run_id,
+                            settings=settings, pass_faceless=cfg.pass_faceless, actors=cfg.actors,
+                            batch_size=cfg.batch_size, report_samples=cfg.report_samples)
+    return 0 if run.summary.balanced else 1
 
 
 if __name__ == "__main__":

@@ -16,14 +16,14 @@ import ray
 
 from medeid.config import load_config
 from medeid.storage import join
-from medeid.train.detector import DetectorConfig, train_detector
+from medeid.train.detector import train_detector
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="folder or S3 prefix for the detector pack")
     parser.add_argument("--runs", help="checkpoint storage (default <output>/../runs)")
-    parser.add_argument("--config", default="demo", help="preset name or YAML file (for storage settings)")
+    parser.add_argument("--config", default="demo", help="preset name or YAML file (detector section, storage settings)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--train-samples", type=int)
     parser.add_argument("--seed", type=int)
@@ -31,8 +31,8 @@ def main() -> int:
     args = parser.parse_args()
     overrides = {"epochs": args.epochs, "train_samples": args.train_samples, "seed": args.seed,
                  "det_thresh": args.det_thresh}
-    cfg = dataclasses.replace(DetectorConfig(), **{k: v for k, v in overrides.items() if v is not None})
     config = load_config(args.config)
+    cfg = dataclasses.replace(config.detector, **{k: v for k, v in overrides.items() if v is not None})
     print("config:", json.dumps(dataclasses.asdict(cfg)), flush=True)
 
     ray.init()

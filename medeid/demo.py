@@ -3,13 +3,17 @@
 Starts a local S3 server and a `ray start --head` cluster and submits, with `ray job submit` as a
 user would on a real cluster, every job MeMa needs: the synthetic archive, the recognisers, the
 medical model, the generator fine-tune, the strategy comparison and build_mema itself, then MedSem-DeID
-(and its ablation without Enc_med) and their evaluation against the baselines. Then it
+(and its ablation without Enc_med) and their evaluation against the baselines, then the face
+detector and the archive job over a hospital archive of files (every format and every kind of
+trouble), under an archive secret made for the run and kept in a private temporary file. Then it
 copies what a person looks at to a local folder (the S3 server keeps data in memory only) and
 stops everything, also on failure.
 """
 
 from __future__ import annotations
 
+import secrets
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +23,9 @@ from medeid.devstack import LocalS3, RayHead
 DEMO_BUCKET = "s3://medeid-demo"
 ARCHIVE, MODELS, MEMA = f"{DEMO_BUCKET}/archive", f"{DEMO_BUCKET}/models", f"{DEMO_BUCKET}/mema"
 DEID, DEID_ABLATION, EVALUATION = f"{MODELS}/deid", f"{MODELS}/deid-without-enc-med", f"{DEMO_BUCKET}/evaluation"
+DETECTOR, HOSPITAL = f"{MODELS}/detector", f"{DEMO_BUCKET}/hospital-files"
+SHARED = f"{HOSPITAL}-anonymized"  # the copy a hospital would share; its manifest, quarantine, report beside it
+SECRET_FILE = "<secret file>"  # replaced by the run's private secret file
 
 STEPS = [  # (what, entrypoint)
     ("synthetic hospital archive", ["jobs/make_synthetic_archive.py", "--output", ARCHIVE]),
@@ -38,17 +45,26 @@ STEPS = [  # (what, entrypoint)
                                                            "--models", MODELS, "--deid", DEID,
                                                            "--deid-without-enc-med", DEID_ABLATION,
                                                            "--output", EVALUATION]),
+    ("face detector", ["jobs/train_detector.py", "--output", DETECTOR]),
+    ("hospital archive of files", ["jobs/make_hospital_files.py", "--output", HOSPITAL]),
+    ("archive anonymized", ["jobs/anonymize_archive.py", "--input", HOSPITAL, "--output", SHARED, "--model", DEID,
+                            "--detector", DETECTOR, "--secret-file", SECRET_FILE]),
 ]
 # What people look at, copied out of the S3 server. Real-patient embeddings (mema/private) stay in.
 LOOK_AT = [("archive/contact_sheet.png", "archive"), ("archive/samples.png", "archive"),
            ("models/generator/samples.png", "generator"), ("mema/strategies.png", "mema"), ("mema/card", "mema/card"),
-           ("mema/run.json", "mema"), ("models/deid/samples.png", "deid"), ("evaluation", "evaluation")]
+           ("mema/run.json", "mema"), ("models/deid/samples.png", "deid"), ("evaluation", "evaluation"),
+           ("hospital-files-anonymized-report", "archive-job/report"),
+           ("hospital-files-anonymized-manifest", "archive-job/manifest")]
 
 
 def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
     local = Path(output_dir).resolve()
     started = time.monotonic()
-    with LocalS3() as s3:
+    with LocalS3() as s3, tempfile.TemporaryDirectory() as private:
+        secret_file = Path(private) / "archive.secret"  # made for this run, readable by this user only
+        secret_file.touch(mode=0o600)
+        secret_file.write_text(secrets.token_urlsafe(32))
         storage.make_bucket(DEMO_BUCKET, s3.settings)
         print(f"[demo] local S3 server at {s3.endpoint_url}; starting a local Ray cluster ...", flush=True)
         with RayHead(env=s3.env) as head:
@@ -57,6 +73,7 @@ def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
                 step_started = time.monotonic()
                 print(f"\n[demo] step {i}/{len(STEPS)}: {what}: ray job submit -- python {' '.join(entrypoint)}",
                       flush=True)
+                entrypoint = [str(secret_file) if arg == SECRET_FILE else arg for arg in entrypoint]
                 job = head.submit(["python", *entrypoint, "--config", config])
                 if job.returncode != 0:
                     print(f"[demo] step {i} failed (exit {job.returncode}); its log is above")
@@ -72,6 +89,7 @@ def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
                 storage.copy_tree(uri, str(target), s3.settings)
     print(f"\n[demo] done in {(time.monotonic() - started) / 60:.1f} min. Look at:")
     print(f"[demo]   {local / 'evaluation' / 'report.md'}       MedSem-DeID vs the baselines: bars, grids, privacy-utility plot")
+    print(f"[demo]   {local / 'archive-job' / 'report'}        the archive job's report: reconciliation, quarantine, before/after")
     print(f"[demo]   {local / 'deid' / 'samples.png'}             original / de-identified / recovered / wrong password")
     print(f"[demo]   {local / 'mema' / 'card' / 'README.md'}   the MeMa dataset card: bars, privacy audit, pictures")
     print(f"[demo]   {local / 'mema' / 'strategies.png'}        txt2img vs img2img vs inpainting, same conditions")

@@ -1,12 +1,13 @@
 """Passwords become keys through scrypt, deterministically and apart; secrets never print."""
 
+import hashlib
 import logging
 import pickle
 
 import numpy as np
 import pytest
 
-from medeid.passwords import Secret, derive_key, image_password
+from medeid.passwords import Secret, derive_key, derive_model_key, image_password
 
 
 def test_the_same_password_gives_the_same_key_and_others_unrelated_ones():
@@ -31,6 +32,25 @@ def test_each_image_gets_its_own_password_from_the_archive_secret():
     assert image_password(secret, "Ärzte/ü 1.jpg") != image_password(secret, "Arzte/u 1.jpg")  # any key
     # Not the secret itself, nor the plain SHA-256 of secret and key.
     assert b"archive secret" not in first.reveal()
+
+
+def test_an_image_password_is_expanded_by_hkdf_and_the_archive_secret_stretched_once(monkeypatch):
+    from medeid import passwords
+
+    secret = Secret("a fresh archive secret")
+    scrypts = []
+    real = hashlib.scrypt
+    monkeypatch.setattr(hashlib, "scrypt", lambda *a, **k: scrypts.append(1) or real(*a, **k))
+    keys = [derive_model_key(image_password(secret, f"photos/{i}.jpg")) for i in range(5)]
+    assert len(scrypts) == 1  # the secret's stretch; each image's key is HKDF
+    assert len({k.cipher_key for k in keys}) == 5 and all(len(k.cipher_key) == 32 for k in keys)
+    # The same text typed by hand (say, into the recovery endpoint) gives the same key.
+    typed = image_password(secret, "photos/0.jpg").reveal().decode()
+    assert derive_model_key(typed).cipher_key == keys[0].cipher_key
+    # A password that only looks similar is stretched like any other.
+    derive_model_key("mdk1-" + "0" * 63)
+    assert len(scrypts) == 2
+    assert passwords.DERIVED_PASSWORD.fullmatch(typed.encode())
 
 
 def test_secrets_never_print(tmp_path, caplog, monkeypatch):

@@ -1,6 +1,6 @@
 """The archive job on Ray Data: list, skip what is done, anonymize in an actor pool, account.
 
-    summary = anonymize_archive(input_uri, output_uri, model_uri, detector_uri, secret)
+    run = anonymize_archive(input_uri, output_uri, model_uri, detector_uri, secret)   # -> ArchiveRun
 
 - Listing: every file under the input prefix, recursively. Inputs whose key (and size) the manifest
   already holds as finished are `skipped`: a re-run writes nothing twice.
@@ -76,6 +76,28 @@ class ArchiveLayout:
         return cls("", base, manifest, base + QUARANTINE_SUFFIX, base + REPORT_SUFFIX)
 
 
+@dataclass(frozen=True)
+class ArchiveRun:
+    """What a run did: its reconciliation, how fast, the anonymizing actors' peak memory, its report."""
+
+    summary: Reconciliation
+    seconds: float
+    processed: int  # files read and anonymized or quarantined (not skipped)
+    actor_peak_mib: float  # the largest resident set of any anonymizing actor (0 if none ran)
+    report: str
+
+    @property
+    def files_per_s(self) -> float:
+        return self.processed / max(self.seconds, 1e-9)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def archive_secret(secret_file: str | None) -> Secret:
     """The archive secret from `secret_file`, else from $MEDEID_ARCHIVE_SECRET, which is then removed
     from the environment so nothing this process starts inherits it."""
@@ -111,7 +133,8 @@ class AnonymizeFiles:
         write_part(entries, self.layout.manifest, self.run_id, part, self.settings)
         return {"key": np.array([e.input_key for e in entries], dtype=object),
                 "status": np.array([e.status for e in entries], dtype=object),
-                "faces": np.array([e.faces for e in entries], dtype=np.int32)}
+                "faces": np.array([e.faces for e in entries], dtype=np.int32),
+                "peak_rss_mib": np.full(len(entries), peak_rss_mib())}
 
     def _one(self, key: str, size: int) -> Entry:
         data = storage.read_bytes(storage.join(self.layout.input, key), self.settings)
@@ -139,10 +162,10 @@ def plan(layout: ArchiveLayout, settings: storage.S3Settings | None = None
 
 def anonymize_archive(input_uri: str, output_uri: str, model_uri: str, detector_uri: str, secret: Secret, *,
                       run_id: str | None = None, settings: storage.S3Settings | None = None,
-                      pass_faceless: bool = False, actors: int = 2, batch_size: int = 8,
-                      report_samples: int = 8) -> Reconciliation:
+                      pass_faceless: bool = False, actors: int = 2, batch_size: int = 32,
+                      report_samples: int = 8) -> ArchiveRun:
     """Anonymize every file under `input_uri` into `output_uri` (same keys); returns the run's
-    reconciliation, which balances or this raises. The run's report (`medeid.archive.report`, with a
+    reconciliation (in an `ArchiveRun`), which balances or this raises. The run's report (`medeid.archive.report`, with a
     grid of `report_samples` before/after pairs) goes to `<output>-report/run=<id>/`."""
     layout = ArchiveLayout.beside(input_uri, output_uri)
     run_id = run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
@@ -152,7 +175,7 @@ def anonymize_archive(input_uri: str, output_uri: str, model_uri: str, detector_
                     for key, size in listed if key in finished_by], layout.manifest, run_id, "skipped", settings)
     print(f"[anonymize] run {run_id}: {len(listed)} inputs, {len(finished_by)} already done, {len(todo)} to do",
           flush=True)
-    started, seen, counts, shown = time.monotonic(), 0, {}, 0.0
+    started, seen, counts, shown, peak = time.monotonic(), 0, {}, 0.0, 0.0
     if todo:
         files = ray.data.from_items([{"key": k, "size": s} for k, s in todo])
         results = files.map_batches(
@@ -162,19 +185,20 @@ def anonymize_archive(input_uri: str, output_uri: str, model_uri: str, detector_
                                    "pass_faceless": pass_faceless})
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
             seen += len(batch["key"])
+            peak = max(peak, float(batch["peak_rss_mib"].max()))
             for status in batch["status"]:
                 counts[status] = counts.get(status, 0) + 1
             elapsed = time.monotonic() - started
             if elapsed - shown >= PROGRESS_EVERY_S or seen == len(todo):
                 shown = elapsed
-                print(f"[anonymize] {seen}/{len(todo)} files ({seen / max(elapsed, 1e-9):.1f} files/s) {counts}",
-                      flush=True)
+                print(f"[anonymize] {seen}/{len(todo)} files ({seen / max(elapsed, 1e-9):.1f} files/s, actor "
+                      f"peak {peak:.0f} MiB) {counts}", flush=True)
     seconds = time.monotonic() - started
     run_rows = read_manifest(layout.manifest, settings, run_id=run_id)
     summary = reconcile([k for k, _ in listed], run_rows)
     report = write_report(layout, run_id, summary, run_rows, seconds, settings, samples=report_samples)
     print(f"[anonymize] {summary} ({seconds:.0f} s); report: {report}", flush=True)
-    return summary
+    return ArchiveRun(summary, seconds, len(todo), peak, report)
 
 
 def recover_photos(layout: ArchiveLayout, keys: list[str], restore_uri: str, model_uri: str, secret: Secret,

@@ -159,7 +159,7 @@ def dicom_photo(uid_seed: int | str, sop_class: str = SECONDARY_CAPTURE, grey: b
     if rgb is None:
         y, x = np.mgrid[:32, :48]
         rgb = np.dstack([x * 5, y * 7, (x + y) * 3]).astype(np.uint8)
-    ds.set_pixel_data(rgb[..., 0] if grey else rgb, "MONOCHROME2" if grey else "RGB", 8)
+    ds.set_pixel_data(rgb[..., 0] if grey else rgb, "MONOCHROME2" if grey else "RGB", 8, generate_instance_uid=False)
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

@@ -20,7 +20,6 @@ import dataclasses
 import io
 import tempfile
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import ray
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from medeid import storage
+from medeid.config import DetectorConfig
 from medeid.models.detector import (
     INPUT_SIZE,
     STRIDES,
@@ -55,26 +55,6 @@ SCALE_RANGES = {8: (0.0, 64.0), 16: (32.0, 128.0), 32: (64.0, float("inf"))}
 CENTRE_RADIUS = 0.75  # strides, per axis: 1 or 2 positive locations each way for a centre in the image
 NEGATIVE_KINDS = ("flat", "gradient", "noise", "shapes", "strokes", "scene")
 HELD_OUT_STREAM = 1_000_003  # added to the seed: held-out samples come from another stream, other people
-
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    """The tiny face detector (`jobs/train_detector.py`)."""
-
-    width: int = 16  # channels of the first stage
-    input_size: int = INPUT_SIZE
-    seed: int = 0
-    train_samples: int = 3000  # drawn once, then reused every epoch
-    test_samples: int = 300  # held out: other seeds, other people
-    negative_share: float = 0.3  # of the samples, images with no face
-    zoom_out_share: float = 0.3  # of the faces, rendered smaller onto a cluttered background
-    grey_share: float = 0.15  # of the images, greyscale: archives hold grey photos and DICOMs
-    epochs: int = 20  # ~940 steps of 64; 10 epochs gave held-out recall 0.99, 2.5% false detections
-    batch_size: int = 32  # per worker
-    lr: float = 0.01  # peak of the one-cycle schedule (AdamW)
-    det_thresh: float = 0.5  # the pack's detection threshold
-    eval_every: int = 4  # epochs between held-out evaluations (and always at the end)
-    num_workers: int = 2
 
 
 # --- Samples ---------------------------------------------------------------------------------------

@@ -69,9 +69,9 @@ def clean(ray_session, s3, models):
     write_files(list(files.values()), f"{bucket}/in", s3.settings)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
-        summary = anonymize_archive(f"{bucket}/in", f"{bucket}/clean", *models, Secret(SECRET_TEXT), run_id="clean",
-                                    settings=s3.settings, actors=1)
-    return {"bucket": bucket, "files": files, "summary": summary, "printed": printed.getvalue(),
+        run = anonymize_archive(f"{bucket}/in", f"{bucket}/clean", *models, Secret(SECRET_TEXT), run_id="clean",
+                                settings=s3.settings, actors=1)
+    return {"bucket": bucket, "files": files, "summary": run.summary, "run": run, "printed": printed.getvalue(),
             "layout": ArchiveLayout.beside(f"{bucket}/in", f"{bucket}/clean")}
 
 
@@ -93,6 +93,7 @@ def assert_same_as_clean(layout: ArchiveLayout, clean: dict, settings) -> None:
 def test_every_file_ends_in_exactly_one_row_with_nothing_identifying_left(clean, s3):
     files, layout, summary = clean["files"], clean["layout"], clean["summary"]
     assert len(files) == PHOTOS + 8 and summary.balanced and summary.inputs == len(files)
+    assert clean["run"].processed == len(files) and 100 < clean["run"].actor_peak_mib < 8192
     rows = read_manifest(layout.manifest, s3.settings, run_id="clean").to_pylist()
     assert sorted(r["input_key"] for r in rows) == sorted(files)  # exactly one row each
     for row in rows:
@@ -167,7 +168,7 @@ def test_a_rerun_skips_everything_and_writes_nothing(clean, s3, models):
     layout = clean["layout"]
     before = tree(layout.output, s3.settings)
     again = anonymize_archive(layout.input, layout.output, *models, Secret(SECRET_TEXT), run_id="again",
-                              settings=s3.settings, actors=1)
+                              settings=s3.settings, actors=1).summary
     assert again.balanced and again.counts[SKIPPED] == len(clean["files"])
     assert tree(layout.output, s3.settings) == before
     everything = read_manifest(layout.manifest, s3.settings)
@@ -198,7 +199,8 @@ def test_an_actor_killed_mid_job_costs_a_retry_not_a_file(clean, s3, models):
 
     def run():
         result["summary"] = anonymize_archive(layout.input, layout.output, *models, Secret(SECRET_TEXT),
-                                              run_id="killed", settings=s3.settings, actors=1, report_samples=0)
+                                              run_id="killed", settings=s3.settings, actors=1, batch_size=8,
+                                              report_samples=0).summary
 
     job = threading.Thread(target=run)
     job.start()
@@ -222,7 +224,7 @@ def test_a_job_killed_midway_and_rerun_ends_as_a_clean_run(clean, s3, models, tm
     secret_file.write_text(SECRET_TEXT + "\n")
     command = [sys.executable, "jobs/anonymize_archive.py", "--input", layout.input, "--output", layout.output,
                "--model", models[0], "--detector", models[1], "--secret-file", str(secret_file), "--actors", "1",
-               "--run-id", "interrupted"]
+               "--batch-size", "8", "--run-id", "interrupted"]
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, "PYTHONPATH": str(ROOT)}
     job = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -238,7 +240,7 @@ def test_a_job_killed_midway_and_rerun_ends_as_a_clean_run(clean, s3, models, tm
     assert 0 < done < len(clean["files"])
 
     resumed = anonymize_archive(layout.input, layout.output, *models, Secret(SECRET_TEXT), run_id="resumed",
-                                settings=s3.settings, actors=1, report_samples=0)
+                                settings=s3.settings, actors=1, report_samples=0).summary
     assert resumed.balanced and resumed.counts[SKIPPED] == done  # what the killed run finished is not redone
     assert_same_as_clean(layout, clean, s3.settings)
     assert len(latest(read_manifest(layout.manifest, s3.settings))) == len(clean["files"])
