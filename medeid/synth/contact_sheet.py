@@ -22,11 +22,21 @@ def _showcase_condition(disease: str, severity: int = 2) -> Condition:
                      tumour_site=drawn.tumour_site or "", pattern_seed=drawn.pattern_seed)
 
 
+def label_font(size: int) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans, which matplotlib ships: Pillow's default font has no glyphs for keys such as 'Zoë'."""
+    from pathlib import Path
+
+    import matplotlib
+
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    return ImageFont.truetype(str(path), size) if path.is_file() else ImageFont.load_default(size=size)
+
+
 def image_grid(images: list[list[np.ndarray]], row_labels: list[str], column_labels: list[str],
                gap: int = 4) -> Image.Image:
     """Lay out equal-sized RGB arrays in a grid, labelled on the left and along the top."""
     size = images[0][0].shape[0]
-    font = ImageFont.load_default(size=max(10, size // 10))
+    font = label_font(max(10, size // 10))
     columns = [textwrap.fill(label.replace("_", " "), width=max(8, size // 7), break_long_words=False)
                for label in column_labels]
     rows = [label.replace("_", " ") for label in row_labels]

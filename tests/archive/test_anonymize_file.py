@@ -83,3 +83,28 @@ def test_a_dicom_photo_is_anonymized_header_and_face(model):
         assert value.encode() not in outcome.output
     assert pydicom.dcmread(io.BytesIO(outcome.output)).PatientIdentityRemoved == "YES"
     assert b"archive secret" not in outcome.output
+
+
+class TwoFaces:
+    """Two faces side by side, the second `shift` pixels to the right of the first."""
+
+    def __init__(self, shift: int):
+        self.shift = shift
+
+    def detect(self, image):
+        return [Found(0.9, LANDMARKS), Found(0.8, LANDMARKS + [self.shift, 0])]
+
+
+def test_every_face_of_a_photo_is_replaced_and_each_comes_back(model):
+    left, right = photo(120, 110, seed=3), photo(120, 110, seed=4)
+    original = np.concatenate([left, right], axis=1)  # two patients in one photo
+    anonymizer = FileAnonymizer(model, TwoFaces(110), SECRET)
+    outcome = anonymizer("consult/two patients.png", encoded(original, "PNG"))
+    assert outcome.status == ANONYMIZED and outcome.faces == 2
+    with Image.open(io.BytesIO(outcome.output)) as written:
+        out = np.asarray(written.convert("RGB"))
+    assert psnr(out[:, :110], left) < 30 and psnr(out[:, 110:], right) < 30  # both faces changed
+    restored, status = anonymizer.recover("consult/two patients.png", outcome.output)
+    with Image.open(io.BytesIO(restored)) as back:
+        back = np.asarray(back.convert("RGB"))
+    assert status == RECOVERED and np.array_equal(back, original)  # lossless seals, a PNG: exact
