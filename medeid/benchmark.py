@@ -311,8 +311,9 @@ def suite_anonymize(files: int = 96, scale: int = 10, actors: int = 2, size: int
         try:
             for store, settings in (("local folder", None), ("local S3 server", s3.settings)):
                 runs = {}
-                for times in (1, scale):
-                    root = f"s3://bench-{times}x" if settings else f"{directory}/bench-{times}x"
+                roots = {times: f"s3://bench-{times}x" if settings else f"{directory}/bench-{times}x"
+                         for times in (1, scale)}
+                for times, root in roots.items():
                     if settings:
                         storage.make_bucket(root, settings)
                     write_files([replace(p, key=f"copy{c:03d}/{p.key}") for c in range(times) for p in photos],
@@ -323,8 +324,7 @@ def suite_anonymize(files: int = 96, scale: int = 10, actors: int = 2, size: int
                     runs[times] = (run, tracemalloc.get_traced_memory()[1] / 2**20)
                     tracemalloc.stop()
                     assert run.summary.balanced, run.summary
-                layout = ArchiveLayout.beside(f"{root.replace(f'{scale}x', '1x')}/in",
-                                              f"{root.replace(f'{scale}x', '1x')}/bare")
+                layout = ArchiveLayout.beside(f"{roots[1]}/in", f"{roots[1]}/bare")
                 stage = AnonymizeFiles(layout, model, detector, secret, "bare", settings)
                 listing = storage.list_sized(layout.input, settings)
 

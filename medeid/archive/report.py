@@ -55,12 +55,12 @@ def before_after_grid(pairs: list[tuple[str, bytes, bytes]]) -> Image.Image:
 
 def quarantine_reasons(run_rows: pa.Table) -> list[tuple[str, int, str]]:
     """(reason, files, an example key) for the run's quarantined files, the reason up to its detail."""
-    rows = [r for r in run_rows.to_pylist() if r["status"] == QUARANTINED]
-    counts = Counter((r["reason"] or "").split(":")[0] for r in rows)
-    example = {}
-    for r in sorted(rows, key=lambda r: r["input_key"]):
-        example.setdefault((r["reason"] or "").split(":")[0], r["input_key"])
-    return [(reason, n, example[reason]) for reason, n in counts.most_common()]
+    kinds = sorted(((r["reason"] or "").split(":")[0], r["input_key"]) for r in run_rows.to_pylist()
+                   if r["status"] == QUARANTINED)
+    counts, example = Counter(kind for kind, _ in kinds), {}
+    for kind, key in kinds:
+        example.setdefault(kind, key)  # the first key in order
+    return [(kind, n, example[kind]) for kind, n in counts.most_common()]
 
 
 def write_report(layout, run_id: str, summary: Reconciliation, run_rows: pa.Table, seconds: float,
