@@ -9,6 +9,7 @@ credentials never appear in a repr, a log line or an error message.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 from contextlib import contextmanager
@@ -136,6 +137,12 @@ def s3_client(settings: S3Settings | None = None):
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _cached_client(settings: S3Settings):
+    """One client per settings and process: boto3 clients are thread-safe and slow to make."""
+    return s3_client(settings)
+
+
 @contextmanager
 def _explained(action: str, uri: str, settings: S3Settings | None):
     """Turn S3 SDK errors into StorageError naming the URI and the endpoint (no credentials)."""
@@ -152,9 +159,19 @@ def _explained(action: str, uri: str, settings: S3Settings | None):
 
 
 def read_bytes(uri: str, settings: S3Settings | None = None) -> bytes:
-    fs, path = filesystem(uri, settings)
-    with _explained("read", uri, settings), fs.open_input_stream(path) as stream:
-        return stream.read()
+    """A whole file. From S3 through boto3: pyarrow's reader fails, instead of retrying, when a GET
+    first meets a 503 SlowDown with its XML body (S3's "back off"; tests/test_storage.py)."""
+    if not is_s3(uri):
+        fs, path = filesystem(uri, settings)
+        with fs.open_input_stream(path) as stream:
+            return stream.read()
+    bucket, key = split_s3(uri)
+    client = _cached_client(settings or S3Settings.from_env())
+    with _explained("read", uri, settings):
+        try:
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except client.exceptions.NoSuchKey:
+            raise FileNotFoundError(f"no such file: {uri}") from None
 
 
 def write_bytes(uri: str, data: bytes, settings: S3Settings | None = None) -> None:

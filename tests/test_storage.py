@@ -81,3 +81,89 @@ def test_a_node_copy_follows_what_is_under_its_uri(bucket, tmp_path, monkeypatch
     assert (storage.local_copy(model) / "model.bin").read_bytes() == b"thirds"
     with pytest.raises(FileNotFoundError, match="nothing under"):
         storage.local_copy(f"{bucket}/models/missing")
+
+
+class FlakyProxy:
+    """An HTTP proxy in front of the S3 server that answers each distinct request with 503 SlowDown
+    the first time (S3's own "back off" answer), then forwards it: transient errors on real HTTP."""
+
+    def __init__(self, target: str):
+        import http.client
+        import http.server
+        import threading
+        from urllib.parse import urlsplit
+
+        proxy, target_netloc = self, urlsplit(target).netloc
+        self.failed, self.forwarded, seen = 0, 0, set()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _any(self):
+                body = self._body()
+                if (self.command, self.path) not in seen:
+                    seen.add((self.command, self.path))
+                    proxy.failed += 1
+                    reply = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Length", str(len(reply)))
+                    self.end_headers()
+                    self.wfile.write(reply)
+                    return
+                proxy.forwarded += 1
+                upstream = http.client.HTTPConnection(target_netloc, timeout=30)
+                upstream.request(self.command, self.path, body, dict(self.headers))
+                answer = upstream.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                # A HEAD answer has no body but tells the object's length.
+                self.send_header("Content-Length", answer.getheader("Content-Length", "0") if self.command == "HEAD"
+                                 else str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                upstream.close()
+
+            def _body(self) -> bytes:
+                if "chunked" not in (self.headers.get("Transfer-Encoding") or ""):
+                    return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = b""
+                while size := int(self.rfile.readline().split(b";")[0], 16):
+                    body += self.rfile.read(size)
+                    self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b""):  # trailers
+                    pass
+                del self.headers["Transfer-Encoding"]
+                self.headers["Content-Length"] = str(len(body))
+                return body
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_transient_s3_errors_are_retried_with_back_off(s3, bucket):
+    proxy = FlakyProxy(s3.endpoint_url)
+    try:
+        settings = S3Settings.from_env(s3.env, endpoint_url=proxy.url)
+        root = f"{bucket}/flaky"
+        storage.write_bytes(f"{root}/a.bin", b"alpha", settings)  # boto3
+        assert storage.read_bytes(f"{root}/a.bin", settings) == b"alpha"  # pyarrow's S3 filesystem
+        assert storage.list_sized(root, settings) == [("a.bin", 5)]
+        assert proxy.failed >= 3 and proxy.forwarded >= 3  # every call met a 503 first, and went through
+        without_retries = S3Settings.from_env(s3.env, endpoint_url=proxy.url, max_attempts=1)
+        with pytest.raises((StorageError, OSError)):
+            storage.write_bytes(f"{root}/b.bin", b"beta", without_retries)
+    finally:
+        proxy.close()
