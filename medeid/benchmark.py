@@ -272,12 +272,9 @@ def _detector_pack(directory: str) -> str:
     """A briefly trained detector (~40 s, as the tests' session detector): an untrained one finds
     faces everywhere or nowhere, which would measure another job."""
     from medeid.models.detector import export_detector_pack
-    from medeid.train.detector import DetectorConfig, draw_samples, train_in_process
+    from medeid.train.detector import train_briefly
 
-    config = DetectorConfig(seed=3, zoom_out_share=0.0, lr=0.01)
-    net = train_in_process(config, draw_samples(config.seed, 0, 900, config.input_size, config.negative_share, 0.0),
-                           steps=480)
-    export_detector_pack(net, f"{directory}/detector", {"det_thresh": 0.5, "note": "benchmark"})
+    export_detector_pack(train_briefly(), f"{directory}/detector", {"det_thresh": 0.5, "note": "benchmark"})
     return f"{directory}/detector"
 
 

@@ -49,10 +49,9 @@ def trained_detector(tmp_path_factory):
     """A briefly trained face detector (~40 s) and its pack folder: shared by the detector's own
     tests and the archive job's."""
     from medeid.models.detector import export_detector_pack
-    from medeid.train.detector import DetectorConfig, draw_samples, train_in_process
+    from medeid.train.detector import train_briefly
 
-    config = DetectorConfig(seed=3, zoom_out_share=0.0, lr=0.01)
-    net = train_in_process(config, draw_samples(config.seed, 0, 900, 128, config.negative_share, 0.0), steps=480)
+    net = train_briefly()
     pack = tmp_path_factory.mktemp("detector")
     export_detector_pack(net, pack, {"det_thresh": 0.5, "note": "test"})
     return net, pack

@@ -23,9 +23,9 @@ import numpy as np
 from PIL import Image
 
 from medeid import storage
+from medeid.archive.manifest import ANONYMIZED, QUARANTINED
 from medeid.synth.cohort import cohort_rows, render_row
 
-ANONYMIZED, QUARANTINED = "anonymized", "quarantined"  # the manifest's statuses (medeid.archive.manifest)
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 # What a DICOM export from a clinic holds about its patient; none of it may reach the output.
