@@ -199,6 +199,30 @@ class AnonymizeConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """The serving endpoint (`medeid.serve`): models, dynamic batching, request limits, secrets' places.
+
+    The secrets themselves are never in a config: the server secret (record ids) and the recovery
+    token are read on each replica from the files named here, else from $MEDEID_SERVE_SECRET and
+    $MEDEID_SERVE_TOKEN. Without a secret, callers must bring passwords; without a token, recovery is off.
+    """
+
+    model_uri: str | None = None  # MedSem-DeID: a save folder or S3 prefix
+    detector_uri: str | None = None  # the face detector pack
+    max_batch_size: int = 16  # requests per forward pass; 1 turns batching off
+    batch_wait_timeout_s: float = 0.01  # how long a batch waits to fill
+    max_ongoing_requests: int = 32  # per replica; at least max_batch_size, or batches never fill
+    max_body_bytes: int = 25 * 2**20  # a 61 MP camera JPEG is ~25 MiB
+    max_pixels: int = 64_000_000  # decoded image size limit (and decompression bombs)
+    pass_faceless: bool = False  # True returns faceless images stripped of metadata instead of a 422
+    threads: int = 0  # torch threads per replica; 0 keeps Ray's (one per CPU)
+    num_cpus: float = 1.0  # per replica
+    num_gpus: float = 0.0  # per replica; > 0 runs the model on CUDA
+    secret_file: str | None = None
+    token_file: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     preset: str = "demo"
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -210,6 +234,7 @@ class Config:
     deid: DeidConfig = field(default_factory=DeidConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     anonymize: AnonymizeConfig = field(default_factory=AnonymizeConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -55,3 +55,26 @@ def trained_detector(tmp_path_factory):
     pack = tmp_path_factory.mktemp("detector")
     export_detector_pack(net, pack, {"det_thresh": 0.5, "note": "test"})
     return net, pack
+
+
+@pytest.fixture(scope="session")
+def small_models(tmp_path_factory, trained_detector) -> tuple[str, str]:
+    """(MedSem-DeID folder, detector pack folder): an untrained 64 px MedSem-DeID (replacement and
+    recovery do not depend on its training) and the session's detector; for the archive job and the
+    serving endpoint."""
+    from dataclasses import asdict
+
+    import torch
+
+    from medeid.models.deid.donors import synthetic_donors
+    from medeid.models.deid.model import DeidNetConfig, MedSemDeIDNet, donor_bank
+    from medeid.models.medical import MedicalNet, MedicalNetConfig
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    medical = MedicalNet(MedicalNetConfig(image_size=64, widths=(8, 16, 24, 32))).eval()
+    donors = donor_bank(synthetic_donors(6, 64), 64)
+    deid = MedSemDeIDNet(DeidNetConfig(image_size=64, widths=(8, 16, 16), medical=asdict(medical.config),
+                                       donors=len(donors)), donors)
+    deid.save(root / "deid")
+    return str(root / "deid"), str(trained_detector[1])

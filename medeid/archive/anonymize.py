@@ -19,18 +19,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from medeid import storage
 from medeid.archive import carrier, dicom, formats
 from medeid.archive.formats import Rejected
 from medeid.archive.manifest import ANONYMIZED, NO_FACE, QUARANTINED
-from medeid.models.deid.api import NO_RECOVERY_DATA, RECOVERED, MedSemDeID
-from medeid.passwords import Secret, image_password
+from medeid.models.deid.api import NO_RECOVERY_DATA, RECOVERED, MedSemDeID, Password
+from medeid.passwords import Secret, derive_model_key, image_password
 
 DICOM_UID_CONTEXT = b"medeid/dicom-uid/v1"
+# Detections between this share of the detector's threshold and the threshold are borderline: a photo
+# with nothing better is quarantined. The detector runs at the lower bound so that it reports them.
+BORDERLINE_SHARE = 0.6
 
 
 class Face(Protocol):
@@ -42,12 +47,17 @@ class FaceFinder(Protocol):
     def detect(self, image_rgb_uint8: np.ndarray) -> Sequence[Face]: ...
 
 
+# Why a file with no confident face is quarantined (the other kinds are `formats.Rejected`'s).
+NO_FACE_FOUND, BORDERLINE_FACE = "no_face", "borderline_face"
+
+
 @dataclass(frozen=True)
 class FileOutcome:
     status: str  # manifest status: anonymized | no_face | quarantined
     reason: str | None = None
     output: bytes | None = None  # the anonymized file; None when quarantined
     faces: int = 0
+    problem: str | None = None  # quarantined: the kind of trouble (formats' kinds, no_face, borderline_face)
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,7 @@ class Decoded:
     @classmethod
     def of(cls, data: bytes, max_pixels: int = formats.MAX_PIXELS) -> "Decoded":
         if formats.sniff(data) == formats.DICOM:
-            dataset, rgb = dicom.read_dicom(data)
+            dataset, rgb = dicom.read_dicom(data, max_pixels)
             return cls(rgb, dataset=dataset)
         photo = formats.read_photo(data, max_pixels)
         return cls(photo.rgb, photo=photo)
@@ -77,8 +87,22 @@ def dicom_uid_key(secret: Secret) -> bytes:
     return hmac.new(secret.reveal(), DICOM_UID_CONTEXT, hashlib.sha256).digest()
 
 
+@dataclass
+class _Planned:
+    """A decoded file and the faces to replace in it."""
+
+    decoded: Decoded
+    faces: list  # landmarks, one (5, 2) array per face
+    status: str
+    reason: str | None
+
+
 class FileAnonymizer:
-    def __init__(self, model: MedSemDeID, detector: FaceFinder, secret: Secret, *, face_threshold: float = 0.5,
+    """Files in, anonymized files (or why not) out. `secret` is the archive's: each file's password
+    is derived from it and the file's key (`__call__`). Without one, callers give each file's
+    password (`anonymize`, as the serving endpoint does)."""
+
+    def __init__(self, model: MedSemDeID, detector: FaceFinder, secret: Secret | None, *, face_threshold: float = 0.5,
                  borderline_threshold: float = 0.3, pass_faceless: bool = False,
                  max_pixels: int = formats.MAX_PIXELS):
         if not borderline_threshold <= face_threshold:
@@ -86,39 +110,77 @@ class FileAnonymizer:
         self.model, self.detector, self.secret = model, detector, secret
         self.face_threshold, self.borderline_threshold = face_threshold, borderline_threshold
         self.pass_faceless, self.max_pixels = pass_faceless, max_pixels
-        self.uid_key = dicom_uid_key(secret)
+        self.uid_key = dicom_uid_key(secret) if secret is not None else None
+
+    @classmethod
+    def from_uris(cls, model_uri: str, detector_uri: str, secret: Secret | None,
+                  settings: storage.S3Settings | None = None, device: str = "cpu", **options) -> "FileAnonymizer":
+        """The models loaded from their URIs, the detector at its pack's threshold (and reporting
+        borderline faces from `BORDERLINE_SHARE` of it)."""
+        from medeid.models.detector import FaceDetector
+
+        model = MedSemDeID.from_uri(model_uri, settings, device=device)
+        detector = FaceDetector.from_uri(detector_uri, settings)
+        threshold = detector.det_thresh  # the pack's own
+        detector.set_threshold(threshold * BORDERLINE_SHARE)
+        return cls(model, detector, secret, face_threshold=threshold, borderline_threshold=detector.det_thresh, **options)
 
     def __call__(self, key: str, data: bytes) -> FileOutcome:
-        try:
-            return self._anonymize(key, data)
-        except Rejected as rejected:
-            return FileOutcome(QUARANTINED, rejected.reason)
+        """One archive file, under its own password (from the archive secret and `key`)."""
+        if self.secret is None:
+            raise ValueError("this anonymizer has no archive secret: give passwords to `anonymize`")
+        return self.anonymize([lambda: image_password(self.secret, key)], [data])[0]
 
-    def _anonymize(self, key: str, data: bytes) -> FileOutcome:
-        decoded = Decoded.of(data, self.max_pixels)
+    def anonymize(self, passwords: Sequence[Password | Callable[[], Password]], files: Sequence[bytes]) -> list[FileOutcome]:
+        """Several files, each under its own password (or a function giving it, called only for files
+        with a face), with one batched pass of the network over their faces."""
+        plans = [self._plan(data) for data in files]
+        todo = [i for i, plan in enumerate(plans) if isinstance(plan, _Planned) and plan.faces]
+        keyed = {i: passwords[i]() if callable(passwords[i]) else passwords[i] for i in todo}
+        replaced = dict(zip(todo, self.model.deidentify_faces_batch(
+            [plans[i].decoded.rgb for i in todo], [keyed[i] for i in todo], [plans[i].faces for i in todo])))
+        outcomes = []
+        for i, plan in enumerate(plans):
+            if isinstance(plan, FileOutcome):
+                outcomes.append(plan)
+                continue
+            out, seals = replaced.get(i, (plan.decoded.rgb, []))
+            if plan.decoded.dataset is not None:
+                dicom.anonymize_header(plan.decoded.dataset, self.uid_key or self._uid_key_of(keyed.get(i)))
+            encoded = plan.decoded.encode(out)
+            outcomes.append(FileOutcome(plan.status, plan.reason, carrier.attach(encoded, seals) if seals else encoded,
+                                        len(seals)))
+        return outcomes
+
+    def _plan(self, data: bytes) -> _Planned | FileOutcome:
+        """Decode and find the faces: what to replace, or why the file is quarantined."""
+        try:
+            decoded = Decoded.of(data, self.max_pixels)
+        except Rejected as rejected:
+            return FileOutcome(QUARANTINED, rejected.reason, problem=rejected.kind)
         found = [f for f in self.detector.detect(decoded.rgb) if f.score >= self.borderline_threshold]
-        confident = [f for f in found if f.score >= self.face_threshold]
-        if not confident:
-            if found:
-                return FileOutcome(QUARANTINED, f"only a borderline face (detector score {found[0].score:.2f} < "
-                                                f"{self.face_threshold}): fails closed")
-            if not self.pass_faceless:
-                return FileOutcome(QUARANTINED, "no face found: fails closed (pass_faceless is off)")
-            out, seals, status, reason = decoded.rgb, [], NO_FACE, "no face found; passed with metadata stripped"
-        else:
-            password = image_password(self.secret, key)
-            out, seals = self.model.deidentify_faces(decoded.rgb, password, [f.landmarks for f in found])
-            status, reason = ANONYMIZED, None
-        if decoded.dataset is not None:
-            dicom.anonymize_header(decoded.dataset, self.uid_key)
-        encoded = decoded.encode(out)
-        return FileOutcome(status, reason, carrier.attach(encoded, seals) if seals else encoded, len(seals))
+        if any(f.score >= self.face_threshold for f in found):
+            return _Planned(decoded, [f.landmarks for f in found], ANONYMIZED, None)
+        if found:
+            return FileOutcome(QUARANTINED, f"only a borderline face (detector score {found[0].score:.2f} < "
+                                            f"{self.face_threshold}): fails closed", problem=BORDERLINE_FACE)
+        if not self.pass_faceless:
+            return FileOutcome(QUARANTINED, "no face found: fails closed (pass_faceless is off)", problem=NO_FACE_FOUND)
+        return _Planned(decoded, [], NO_FACE, "no face found; passed with metadata stripped")
+
+    @staticmethod
+    def _uid_key_of(password: Password | None) -> bytes:
+        """Without an archive secret, a DICOM's UIDs are mapped under a key of its password (through the
+        KDF: a mapped UID is no cheap test of a guessed password); a faceless DICOM's, under a random one."""
+        if password is None:
+            return os.urandom(32)
+        return hmac.new(derive_model_key(password).cipher_key, DICOM_UID_CONTEXT, hashlib.sha256).digest()
 
     def recover(self, key: str, data: bytes) -> tuple[bytes, str]:
-        return recover_file(self.model, self.secret, key, data)
+        return recover_file(self.model, image_password(self.secret, key), data)
 
 
-def recover_file(model: MedSemDeID, secret: Secret, key: str, data: bytes) -> tuple[bytes, str]:
+def recover_file(model: MedSemDeID, password: Password, data: bytes) -> tuple[bytes, str]:
     """A file this job anonymized, with its faces restored from the seals it carries, encoded in its
     format again; and the status: recovered | wrong password | no recovery data. The header of a
     DICOM stays de-identified: only the pixels are the patient's again."""
@@ -126,7 +188,7 @@ def recover_file(model: MedSemDeID, secret: Secret, key: str, data: bytes) -> tu
     if not seals:
         return data, NO_RECOVERY_DATA
     decoded = Decoded.of(data)
-    restored, status = model.recover_faces(decoded.rgb, image_password(secret, key), seals)
+    restored, status = model.recover_faces(decoded.rgb, password, seals)
     if status != RECOVERED:
         return data, status
     return decoded.encode(restored, jpeg_quality=formats.RESTORED_JPEG_QUALITY), status

@@ -23,7 +23,7 @@ import pydicom
 from dicomanonymizer import simpledicomanonymizer
 from pydicom.uid import ExplicitVRLittleEndian
 
-from medeid.archive.formats import Rejected
+from medeid.archive.formats import CORRUPT, MAX_PIXELS, TOO_LARGE, UNSUPPORTED, Rejected
 
 PHOTO_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.77.1.4": "VL Photographic Image",
@@ -40,26 +40,29 @@ def mapped_uid(uid: str, uid_key: bytes) -> str:
     return f"2.25.{int.from_bytes(digest[:16], 'big')}"
 
 
-def read_dicom(data: bytes) -> tuple[pydicom.Dataset, np.ndarray]:
+def read_dicom(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[pydicom.Dataset, np.ndarray]:
     """The dataset and its pixels as (H, W, 3) uint8 RGB; `Rejected` for what is not a photo."""
     try:
         dataset = pydicom.dcmread(io.BytesIO(data))
         sop_class = str(dataset.get("SOPClassUID", ""))
         if sop_class not in PHOTO_CLASSES:
-            raise Rejected(f"unsupported DICOM: SOP class {sop_class or 'missing'} is not a photograph")
+            raise Rejected(f"unsupported DICOM: SOP class {sop_class or 'missing'} is not a photograph", UNSUPPORTED)
         if int(dataset.get("NumberOfFrames", 1) or 1) != 1:
-            raise Rejected("unsupported DICOM: several frames")
+            raise Rejected("unsupported DICOM: several frames", UNSUPPORTED)
         if int(dataset.get("BitsAllocated", 8)) != 8:
-            raise Rejected(f"unsupported DICOM: {dataset.BitsAllocated}-bit photograph")
+            raise Rejected(f"unsupported DICOM: {dataset.BitsAllocated}-bit photograph", UNSUPPORTED)
+        rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+        if rows * columns > max_pixels:  # refused from the header, before the pixels are decoded
+            raise Rejected(f"too many pixels: {columns} x {rows} (limit {max_pixels:,})", TOO_LARGE)
         pixels = dataset.pixel_array  # decompresses JPEG and converts YBR to RGB where pydicom can
     except Rejected:
         raise
     except Exception as error:  # pydicom raises many kinds for malformed files
-        raise Rejected(f"corrupt dicom: {type(error).__name__}: {error}") from None
+        raise Rejected(f"corrupt dicom: {type(error).__name__}: {error}", CORRUPT) from None
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[..., None], 3, axis=2)
     if pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise Rejected(f"unsupported DICOM: pixel array of shape {pixels.shape}")
+        raise Rejected(f"unsupported DICOM: pixel array of shape {pixels.shape}", UNSUPPORTED)
     return dataset, np.ascontiguousarray(pixels.astype(np.uint8))
 
 

@@ -38,12 +38,16 @@ JPEG_QUALITY = 95  # re-encoding a JPEG costs a generation; keep it a small one
 RESTORED_JPEG_QUALITY = 100
 
 
-class Rejected(ValueError):
-    """A file the job cannot anonymize: it goes to quarantine with `reason`."""
+# What kind of trouble a rejected file is in: the serving endpoint answers each with its own 4xx.
+EMPTY, NOT_AN_IMAGE, UNSUPPORTED, TOO_LARGE, CORRUPT = "empty", "not_an_image", "unsupported", "too_large", "corrupt"
 
-    def __init__(self, reason: str):
+
+class Rejected(ValueError):
+    """A file the job cannot anonymize: it goes to quarantine with `reason`; `kind` sorts it."""
+
+    def __init__(self, reason: str, kind: str):
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.kind = reason, kind
 
 
 @dataclass(frozen=True)
@@ -76,34 +80,34 @@ def sniff(data: bytes) -> str | None:
 def read_photo(data: bytes, max_pixels: int = MAX_PIXELS) -> Photo:
     """Decode a JPEG, PNG or TIFF photo; raises `Rejected` (with the quarantine reason) otherwise."""
     if not data:
-        raise Rejected("empty file")
+        raise Rejected("empty file", EMPTY)
     kind = sniff(data)
     if kind is None:
-        raise Rejected("not an image (unrecognised content)")
+        raise Rejected("not an image (unrecognised content)", NOT_AN_IMAGE)
     if kind == DICOM:
-        raise Rejected("DICOM: read by medeid.archive.dicom, not as a photo")
+        raise Rejected("DICOM: read by medeid.archive.dicom, not as a photo", UNSUPPORTED)
     if kind not in IMAGE_FORMATS.values():
-        raise Rejected(f"unsupported format: {kind}")
+        raise Rejected(f"unsupported format: {kind}", UNSUPPORTED)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))  # reads the header only
             width, height = image.size
             if width * height > max_pixels:
-                raise Rejected(f"too many pixels: {width} x {height} (limit {max_pixels:,}; a decompression bomb?)")
+                raise Rejected(f"too many pixels: {width} x {height} (limit {max_pixels:,}; a decompression bomb?)", TOO_LARGE)
             if getattr(image, "n_frames", 1) > 1:
-                raise Rejected(f"unsupported: {image.n_frames} frames (animated or multi-page)")
+                raise Rejected(f"unsupported: {image.n_frames} frames (animated or multi-page)", UNSUPPORTED)
             image.load()
             return _photo(image, IMAGE_FORMATS[image.format])
     except Rejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise Rejected(f"too many pixels: {error}") from None
+        raise Rejected(f"too many pixels: {error}", TOO_LARGE) from None
     except UnidentifiedImageError:
-        raise Rejected(f"corrupt {kind}: Pillow cannot identify it") from None
+        raise Rejected(f"corrupt {kind}: Pillow cannot identify it", CORRUPT) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         # Pillow reports truncated and malformed streams as OSError/SyntaxError/ValueError.
-        raise Rejected(f"corrupt {kind}: {error}") from None
+        raise Rejected(f"corrupt {kind}: {error}", CORRUPT) from None
 
 
 def _photo(image: Image.Image, fmt: str) -> Photo:

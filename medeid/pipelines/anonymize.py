@@ -35,17 +35,13 @@ from medeid.archive.manifest import (ANONYMIZED, FINISHED, QUARANTINED, SKIPPED,
 from medeid.archive.report import write_report
 from medeid.codecs import sha256
 from medeid.models.folder import WEIGHTS_FILE
-from medeid.passwords import Secret
+from medeid.passwords import Secret, image_password
 
 
 SECRET_VARIABLE = "MEDEID_ARCHIVE_SECRET"  # where the jobs look when no secret file is given
 # Beside the output prefix, on the hospital's side: only the output itself is shared.
 MANIFEST_SUFFIX, QUARANTINE_SUFFIX, REPORT_SUFFIX = "-manifest", "-quarantine", "-report"
 PROGRESS_EVERY_S = 2.0
-
-# Detections between this share of the detector's threshold and the threshold are borderline: a photo
-# with nothing better is quarantined. The detector runs at the lower bound so that it reports them.
-BORDERLINE_SHARE = 0.6
 
 
 @dataclass(frozen=True)
@@ -113,19 +109,11 @@ class AnonymizeFiles:
                  settings: storage.S3Settings | None = None, pass_faceless: bool = False, threads: int = 1):
         import torch
 
-        from medeid.models.deid.api import MedSemDeID
-        from medeid.models.detector import FaceDetector
-
         torch.set_num_threads(threads)
         self.layout, self.run_id, self.settings = layout, run_id, settings
-        model = MedSemDeID.from_uri(model_uri, settings)
-        self.model_version = model.version
+        self.anonymizer = FileAnonymizer.from_uris(model_uri, detector_uri, secret, settings, pass_faceless=pass_faceless)
+        self.model_version = self.anonymizer.model.version
         self.model_sha256 = sha256((storage.local_copy(model_uri, settings) / WEIGHTS_FILE).read_bytes())
-        detector = FaceDetector.from_uri(detector_uri, settings)
-        threshold = detector.det_thresh  # the pack's own
-        detector.set_threshold(threshold * BORDERLINE_SHARE)
-        self.anonymizer = FileAnonymizer(model, detector, secret, face_threshold=threshold,
-                                         borderline_threshold=detector.det_thresh, pass_faceless=pass_faceless)
 
     def __call__(self, batch: dict) -> dict:
         entries = [self._one(str(key), int(size)) for key, size in zip(batch["key"], batch["size"])]
@@ -220,7 +208,7 @@ def recover_photos(layout: ArchiveLayout, keys: list[str], restore_uri: str, mod
         if sha256(data) != row["output_sha256"]:
             statuses[key] = "not restored: the anonymized file changed since the job wrote it"
             continue
-        restored, status = recover_file(model, secret, key, data)
+        restored, status = recover_file(model, image_password(secret, key), data)
         if status == RECOVERED:
             storage.write_bytes(storage.join(restore_uri, key), restored, settings)
         statuses[key] = status

@@ -16,14 +16,12 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pyarrow.compute as pc
 import pytest
-import torch
 from PIL import Image
 from skimage.metrics import structural_similarity
 
@@ -32,9 +30,6 @@ from medeid.archive.anonymize import Decoded
 from medeid.archive.formats import sniff
 from medeid.archive.manifest import ANONYMIZED, QUARANTINED, SKIPPED, latest, read_manifest
 from medeid.archive.report import GRID_FILE, REPORT_FILE
-from medeid.models.deid.donors import synthetic_donors
-from medeid.models.deid.model import DeidNetConfig, MedSemDeIDNet, donor_bank
-from medeid.models.medical import MedicalNet, MedicalNetConfig
 from medeid.passwords import Secret
 from medeid.pipelines.anonymize import ArchiveLayout, anonymize_archive, recover_photos
 from medeid.synth.hospital_files import CAMERA_MAKE, FORMS, PHI, PRIVATE_NOTE, hospital_files, write_files
@@ -47,17 +42,8 @@ ROW_FIELDS = ["status", "reason", "input_sha256", "output_key", "output_sha256",
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, trained_detector):
-    """The session's briefly trained detector pack and an untrained MedSem-DeID (replacement and
-    recovery do not depend on its training)."""
-    root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    medical = MedicalNet(MedicalNetConfig(image_size=64, widths=(8, 16, 24, 32))).eval()
-    donors = donor_bank(synthetic_donors(6, 64), 64)
-    deid = MedSemDeIDNet(DeidNetConfig(image_size=64, widths=(8, 16, 16), medical=asdict(medical.config),
-                                       donors=len(donors)), donors)
-    deid.save(root / "deid")
-    return str(root / "deid"), str(trained_detector[1])
+def models(small_models):
+    return small_models
 
 
 @pytest.fixture(scope="module")

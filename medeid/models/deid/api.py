@@ -133,15 +133,30 @@ class MedSemDeID:
         For outputs whose pixels cannot carry the seal (JPEG, grey files): the caller stores the seals
         in the file's metadata (`medeid.archive.carrier`). Faces are replaced in turn; each seal holds
         its face's footprint as it was just before, so `recover_faces` undoes them in reverse."""
-        self._crops([image], None)  # validates the photo
-        key = _keys(password, 1, self.net.config.key_dim)[0]
-        photo, seals = image.copy(), []
-        for marks in faces:
-            crop, where = face_crop(photo, self.resolution, marks)
-            _, _, box = _footprint(photo.shape, where)
-            seals.append(payload.seal_face(photo[box], (box[0].start, box[1].start), marks, key.cipher_key))
-            photo = paste_back(photo, self.deidentify_crops(crop[None], [key])[0], where, FEATHER)
-        return photo, seals
+        return self.deidentify_faces_batch([image], [password], [faces])[0]
+
+    def deidentify_faces_batch(self, images: Sequence[np.ndarray], passwords: Sequence[Password],
+                               faces: Sequence[Sequence[np.ndarray | None]]) -> list[tuple[np.ndarray, list[bytes]]]:
+        """`deidentify_faces` over several photos at once (the serving endpoint's dynamic batches):
+        the network runs once per round on the n-th face of every photo that has one, so a batch of
+        one-face photos is one forward pass."""
+        if not len(images):
+            return []
+        self._crops(images, None)  # validates the photos
+        keys = _keys(list(passwords), len(images), self.net.config.key_dim)
+        photos, seals = [image.copy() for image in images], [[] for _ in images]
+        for round_ in range(max((len(f) for f in faces), default=0)):
+            todo, crops, places = [i for i, f in enumerate(faces) if len(f) > round_], [], []
+            for i in todo:
+                marks = faces[i][round_]
+                crop, where = face_crop(photos[i], self.resolution, marks)
+                _, _, box = _footprint(photos[i].shape, where)
+                seals[i].append(payload.seal_face(photos[i][box], (box[0].start, box[1].start), marks, keys[i].cipher_key))
+                crops.append(crop), places.append(where)
+            replaced = self.deidentify_crops(np.stack(crops), [keys[i] for i in todo])
+            for i, crop, where in zip(todo, replaced, places):
+                photos[i] = paste_back(photos[i], crop, where, FEATHER)
+        return list(zip(photos, seals))
 
     def recover_faces(self, image: np.ndarray, password: Password, seals: Sequence[bytes]) -> tuple[np.ndarray, str]:
         """`deidentify_faces` undone with the same password and its seals: (photo, status)."""
