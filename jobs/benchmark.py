@@ -4,6 +4,7 @@
     python jobs/benchmark.py mema [--samples 256]
     python jobs/benchmark.py deid [--photos 128]
     python jobs/benchmark.py anonymize [--files 96]
+    python jobs/benchmark.py serve [--requests 96]
 """
 
 import argparse
@@ -19,10 +20,12 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=256, help="mema suite: images generated per run")
     parser.add_argument("--photos", type=int, default=128, help="deid suite: photos de-identified per run")
     parser.add_argument("--files", type=int, default=96, help="anonymize suite: photos in the 1x archive")
+    parser.add_argument("--requests", type=int, default=96, help="serve suite: requests per measurement")
     args = parser.parse_args()
     for name in SUITES if args.suite == "all" else [args.suite]:
         kwargs = {"index": {"rows": args.rows}, "mema": {"samples": args.samples},
-                  "deid": {"photos": args.photos}, "anonymize": {"files": args.files}}.get(name, {})
+                  "deid": {"photos": args.photos}, "anonymize": {"files": args.files},
+                  "serve": {"requests": args.requests}}.get(name, {})
         print(markdown(name, SUITES[name](**kwargs)), flush=True)
     return 0
 

@@ -31,6 +31,7 @@ from medeid.archive.formats import Rejected
 from medeid.archive.manifest import ANONYMIZED, NO_FACE, QUARANTINED
 from medeid.models.deid.api import NO_RECOVERY_DATA, RECOVERED, MedSemDeID, Password
 from medeid.passwords import Secret, derive_model_key, image_password
+from medeid.threads import thread_map
 
 DICOM_UID_CONTEXT = b"medeid/dicom-uid/v1"
 # Detections between this share of the detector's threshold and the threshold are borderline: a photo
@@ -134,23 +135,22 @@ class FileAnonymizer:
     def anonymize(self, passwords: Sequence[Password | Callable[[], Password]], files: Sequence[bytes]) -> list[FileOutcome]:
         """Several files, each under its own password (or a function giving it, called only for files
         with a face), with one batched pass of the network over their faces."""
-        plans = [self._plan(data) for data in files]
+        plans = thread_map(self._plan, files)  # decoding and detection: per file, in parallel
         todo = [i for i, plan in enumerate(plans) if isinstance(plan, _Planned) and plan.faces]
         keyed = {i: passwords[i]() if callable(passwords[i]) else passwords[i] for i in todo}
         replaced = dict(zip(todo, self.model.deidentify_faces_batch(
             [plans[i].decoded.rgb for i in todo], [keyed[i] for i in todo], [plans[i].faces for i in todo])))
-        outcomes = []
-        for i, plan in enumerate(plans):
-            if isinstance(plan, FileOutcome):
-                outcomes.append(plan)
-                continue
-            out, seals = replaced.get(i, (plan.decoded.rgb, []))
-            if plan.decoded.dataset is not None:
-                dicom.anonymize_header(plan.decoded.dataset, self.uid_key or self._uid_key_of(keyed.get(i)))
-            encoded = plan.decoded.encode(out)
-            outcomes.append(FileOutcome(plan.status, plan.reason, carrier.attach(encoded, seals) if seals else encoded,
-                                        len(seals)))
-        return outcomes
+        return thread_map(lambda i: self._finish(plans[i], *replaced.get(i, (None, [])), keyed.get(i)), range(len(plans)))
+
+    def _finish(self, plan: "_Planned | FileOutcome", out: np.ndarray | None, seals: list[bytes],
+                password: Password | None) -> FileOutcome:
+        """The anonymized file, written in its format with its seals (quarantine outcomes pass through)."""
+        if isinstance(plan, FileOutcome):
+            return plan
+        if plan.decoded.dataset is not None:
+            dicom.anonymize_header(plan.decoded.dataset, self.uid_key or self._uid_key_of(password))
+        encoded = plan.decoded.encode(plan.decoded.rgb if out is None else out)
+        return FileOutcome(plan.status, plan.reason, carrier.attach(encoded, seals) if seals else encoded, len(seals))
 
     def _plan(self, data: bytes) -> _Planned | FileOutcome:
         """Decode and find the faces: what to replace, or why the file is quarantined."""

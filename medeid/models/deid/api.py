@@ -30,6 +30,7 @@ from medeid.models.deid.align import FaceCrop, face_crop, paste_back, paste_weig
 from medeid.models.deid.model import MedSemDeIDNet
 from medeid.models.folder import WEIGHTS_FILE
 from medeid.passwords import ModelKey, Secret, derive_model_key
+from medeid.threads import thread_map
 
 FEATHER = 0.08
 RECOVERED, WRONG_PASSWORD, NO_RECOVERY_DATA = "recovered", "wrong password", "no recovery data"
@@ -53,15 +54,15 @@ def donor_choice(key: ModelKey, choices: int) -> int:
 
 
 def _keys(password: Password | Sequence[Password], n: int, dim: int) -> list[ModelKey]:
-    """One key per photo; each distinct password through the KDF once."""
+    """One key per photo; each distinct password through the KDF once (in parallel: scrypt costs
+    ~30 ms by design and releases the GIL)."""
     passwords = [password] * n if isinstance(password, (Secret, str, bytes)) else list(password)
     if len(passwords) != n:
         raise ValueError(f"{len(passwords)} passwords for {n} photos: give one password, or one per photo")
-    derived: dict[Secret, ModelKey] = {}
-    for secret in (p if isinstance(p, Secret) else Secret(p) for p in passwords):
-        if secret not in derived:  # scrypt costs ~30 ms by design: once per distinct password
-            derived[secret] = derive_model_key(secret, dim)
-    return [derived[p if isinstance(p, Secret) else Secret(p)] for p in passwords]
+    secrets = [p if isinstance(p, Secret) else Secret(p) for p in passwords]
+    distinct = list(dict.fromkeys(secrets))
+    derived = dict(zip(distinct, thread_map(lambda secret: derive_model_key(secret, dim), distinct)))
+    return [derived[secret] for secret in secrets]
 
 
 def _footprint(shape: tuple[int, ...], where: FaceCrop) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]]:
@@ -146,16 +147,21 @@ class MedSemDeID:
         keys = _keys(list(passwords), len(images), self.net.config.key_dim)
         photos, seals = [image.copy() for image in images], [[] for _ in images]
         for round_ in range(max((len(f) for f in faces), default=0)):
-            todo, crops, places = [i for i, f in enumerate(faces) if len(f) > round_], [], []
-            for i in todo:
+            todo = [i for i, f in enumerate(faces) if len(f) > round_]
+
+            def cut_and_seal(i: int) -> tuple[np.ndarray, FaceCrop, bytes]:
                 marks = faces[i][round_]
                 crop, where = face_crop(photos[i], self.resolution, marks)
                 _, _, box = _footprint(photos[i].shape, where)
-                seals[i].append(payload.seal_face(photos[i][box], (box[0].start, box[1].start), marks, keys[i].cipher_key))
-                crops.append(crop), places.append(where)
-            replaced = self.deidentify_crops(np.stack(crops), [keys[i] for i in todo])
-            for i, crop, where in zip(todo, replaced, places):
-                photos[i] = paste_back(photos[i], crop, where, FEATHER)
+                return crop, where, payload.seal_face(photos[i][box], (box[0].start, box[1].start), marks,
+                                                      keys[i].cipher_key)
+
+            cut = thread_map(cut_and_seal, todo)  # sealing is PNG coding and AES: per photo, in parallel
+            replaced = self.deidentify_crops(np.stack([crop for crop, _, _ in cut]), [keys[i] for i in todo])
+            pasted = thread_map(lambda j: paste_back(photos[todo[j]], replaced[j], cut[j][1], FEATHER), range(len(todo)))
+            for j, i in enumerate(todo):
+                seals[i].append(cut[j][2])
+                photos[i] = pasted[j]
         return list(zip(photos, seals))
 
     def recover_faces(self, image: np.ndarray, password: Password, seals: Sequence[bytes]) -> tuple[np.ndarray, str]:
