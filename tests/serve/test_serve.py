@@ -24,6 +24,7 @@ from medeid.devstack import free_port
 from medeid.models.deid.api import MedSemDeID
 from medeid.passwords import Secret, image_password
 from medeid.serve import AppArgs, app
+from medeid.serve.check import check_endpoint
 from medeid.synth.hospital_files import FORMS, encoded, hospital_files, trouble_files
 from tests.models.test_deid_api import psnr
 from tests.pipelines.test_anonymize_archive import face_region
@@ -54,7 +55,7 @@ def endpoint(ray_session, small_models, tmp_path_factory):
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(app(args), name="medeid", route_prefix="/")
     try:
-        yield {"url": f"http://127.0.0.1:{port}", "args": args, "model": MedSemDeID.from_uri(small_models[0])}
+        yield {"url": f"http://127.0.0.1:{port}", "port": port, "args": args, "model": MedSemDeID.from_uri(small_models[0])}
     finally:
         serve.shutdown()
 
@@ -194,6 +195,21 @@ def test_batching_is_reconfigured_without_a_restart(endpoint, photos):
     finally:
         serve.run(app(endpoint["args"]), name="medeid", route_prefix="/")
     assert client.ready()["max_batch_size"] == before["max_batch_size"]
+
+
+def test_the_check_job_deploys_beside_the_app_and_round_trips(endpoint, small_models, tmp_path):
+    files = hospital_files(6, seed=9)  # 6 photos and 8 trouble files
+    for f in files:
+        (tmp_path / "in" / f.key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / f.key).write_bytes(f.data)
+    args = endpoint["args"]
+    check = check_endpoint(*small_models, str(tmp_path / "in"), str(tmp_path / "out"), args.secret_file,
+                           args.token_file, photos=len(files), port=endpoint["port"], config=args.config)
+    assert check.sent == 14 and check.restored == check.answered["200"] == 6
+    assert sum(check.answered.values()) == 14 and check.answered.get("413 image_too_large") == 1
+    with Image.open(tmp_path / "out" / "serve-check.png") as grid:
+        assert grid.height > 6 * 128 and grid.width > 3 * 128  # a row per de-identified photo
+    assert requests.get(endpoint["url"] + "/readyz", timeout=10).ok  # the app beside it is untouched
 
 
 def test_no_password_token_or_secret_reaches_a_ray_log(endpoint, photos, ray_session):

@@ -1,0 +1,119 @@
+"""Deploy the serving endpoint on the cluster, call it over HTTP as a clinic would, keep a picture.
+
+    result = check_endpoint(model_uri, detector_uri, photos_uri, output_uri, secret_file, token_file)
+
+Photos spread over `photos_uri` are sent concurrently to /v1/deidentify with their key as the record
+id, then restored through /v1/recover with the bearer token. Where the archive job's anonymized copy
+of the same photos is given (`shared_uri`) and the server holds the archive's secret, those files are
+restored by record id too: one secret, one password per key, whichever tool made the copy. Writes
+`serve-check.png` (original, de-identified, recovered) and `serve-check.json` under `output_uri`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from medeid import storage
+from medeid.archive.anonymize import Decoded
+from medeid.archive.report import thumbnail
+from medeid.client import Client, ServiceError
+from medeid.passwords import Secret
+
+APP_NAME, GRID_FILE, SUMMARY_FILE = "medeid-check", "serve-check.png", "serve-check.json"
+
+
+@dataclass
+class EndpointCheck:
+    sent: int
+    answered: dict[str, int]  # HTTP status (and error code) -> requests
+    restored: int  # de-identified here, then restored to the original within the bar
+    archive_restored: int  # the archive job's copies restored by record id
+    seconds: float
+    largest_batch: int
+    grid: str
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(float) - b) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
+
+
+def check_endpoint(model_uri: str, detector_uri: str, photos_uri: str, output_uri: str, secret_file: str,
+                   token_file: str, *, shared_uri: str | None = None, photos: int = 24, clients: int = 8,
+                   port: int = 8000, config: str = "demo", settings: storage.S3Settings | None = None) -> EndpointCheck:
+    """Deploys the app as `medeid-check` under /medeid-check (beside any app already served), checks
+    it, and deletes it. Serve is started on 127.0.0.1:`port` unless it runs already (then at its port)."""
+    from ray import serve
+
+    from medeid.serve import AppArgs, app
+
+    keys = sorted(storage.relative_key(photos_uri, f) for f in storage.list_files(photos_uri, settings))
+    keys = [keys[int(i)] for i in np.unique(np.linspace(0, len(keys) - 1, min(photos, len(keys))).round())]
+    originals = {key: storage.read_bytes(storage.join(photos_uri, key), settings) for key in keys}
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(app(AppArgs(config=config, model_uri=model_uri, detector_uri=detector_uri, secret_file=secret_file,
+                          token_file=token_file)), name=APP_NAME, route_prefix="/" + APP_NAME)
+    url, token, local = f"http://127.0.0.1:{port}/{APP_NAME}", Secret.from_file(token_file), threading.local()
+    print(f"[serve] {url} ready: {Client(url).ready()}", flush=True)
+
+    def round_trip(key: str):
+        local.client = getattr(local, "client", None) or Client(url, token=token)
+        try:
+            anonymized = local.client.deidentify(originals[key], record_id=key)
+        except ServiceError as error:
+            return key, f"{error.status} {error.code}", None, None, 0
+        restored = local.client.recover(anonymized.data, record_id=key)
+        return key, "200", anonymized.data, restored, anonymized.batch
+
+    started = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(clients) as pool:
+            results = list(pool.map(round_trip, keys))
+        seconds = time.perf_counter() - started
+        archive_restored = _restore_archive_copies(Client(url, token=token), shared_uri, originals, settings)
+    finally:
+        serve.delete(APP_NAME)
+    answered: dict[str, int] = {}
+    rows, labels, restored = [], [], 0
+    for key, status, anonymized, back, _ in results:
+        answered[status] = answered.get(status, 0) + 1
+        if anonymized is None:
+            continue
+        restored += psnr(Decoded.of(originals[key]).rgb, Decoded.of(back).rgb) >= 30
+        rows.append([thumbnail(originals[key]), thumbnail(anonymized), thumbnail(back)])
+        labels.append(key if len(key) <= 36 else "…" + key[-35:])
+    grid_uri = _write_grid(rows, labels, output_uri, settings)
+    check = EndpointCheck(len(keys), answered, restored, archive_restored, seconds,
+                          max(r[4] for r in results), grid_uri)
+    storage.write_bytes(storage.join(output_uri, SUMMARY_FILE), json.dumps(asdict(check), indent=2).encode(), settings)
+    return check
+
+
+def _restore_archive_copies(client: Client, shared_uri: str | None, originals: dict[str, bytes], settings) -> int:
+    if not shared_uri:
+        return 0
+    restored = 0
+    for key, original in originals.items():
+        uri = storage.join(shared_uri, key)
+        if not storage.exists(uri, settings):  # quarantined by the archive job
+            continue
+        back = client.recover(storage.read_bytes(uri, settings), record_id=key)
+        restored += psnr(Decoded.of(original).rgb, Decoded.of(back).rgb) >= 30
+    return restored
+
+
+def _write_grid(rows: list, labels: list[str], output_uri: str, settings) -> str:
+    from medeid.synth.contact_sheet import image_grid
+
+    buffer = io.BytesIO()
+    image_grid(rows, labels, ["sent", "/v1/deidentify", "/v1/recover"]).save(buffer, "PNG")
+    uri = storage.join(output_uri, GRID_FILE)
+    storage.write_bytes(uri, buffer.getvalue(), settings)
+    return uri
