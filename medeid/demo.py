@@ -5,7 +5,8 @@ user would on a real cluster, every job MeMa needs: the synthetic archive, the r
 medical model, the generator fine-tune, the strategy comparison and build_mema itself, then MedSem-DeID
 (and its ablation without Enc_med) and their evaluation against the baselines, then the face
 detector and the archive job over a hospital archive of files (every format and every kind of
-trouble), under an archive secret made for the run and kept in a private temporary file. Then it
+trouble), under an archive secret made for the run and kept in a private temporary file, then the
+serving endpoint, deployed on the cluster and called over HTTP. Then it
 copies what a person looks at to a local folder (the S3 server keeps data in memory only) and
 stops everything, also on failure.
 """
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 from medeid import storage
-from medeid.devstack import LocalS3, RayHead
+from medeid.devstack import LocalS3, RayHead, free_port
 
 DEMO_BUCKET = "s3://medeid-demo"
 ARCHIVE, MODELS, MEMA = f"{DEMO_BUCKET}/archive", f"{DEMO_BUCKET}/models", f"{DEMO_BUCKET}/mema"
@@ -26,6 +27,8 @@ DEID, DEID_ABLATION, EVALUATION = f"{MODELS}/deid", f"{MODELS}/deid-without-enc-
 DETECTOR, HOSPITAL = f"{MODELS}/detector", f"{DEMO_BUCKET}/hospital-files"
 SHARED = f"{HOSPITAL}-anonymized"  # the copy a hospital would share; its manifest, quarantine, report beside it
 SECRET_FILE = "<secret file>"  # replaced by the run's private secret file
+TOKEN_FILE, SERVE_PORT = "<token file>", "<serve port>"  # the run's recovery token file; a free port
+SERVE_CHECK = f"{DEMO_BUCKET}/serve-check"
 
 STEPS = [  # (what, entrypoint)
     ("synthetic hospital archive", ["jobs/make_synthetic_archive.py", "--output", ARCHIVE]),
@@ -49,13 +52,18 @@ STEPS = [  # (what, entrypoint)
     ("hospital archive of files", ["jobs/make_hospital_files.py", "--output", HOSPITAL]),
     ("archive anonymized", ["jobs/anonymize_archive.py", "--input", HOSPITAL, "--output", SHARED, "--model", DEID,
                             "--detector", DETECTOR, "--secret-file", SECRET_FILE]),
+    # The endpoint holds the archive's secret: it also restores the archive job's copies by record id (key).
+    ("serving endpoint, called over HTTP", ["jobs/serve_check.py", "--model", DEID, "--detector", DETECTOR,
+                                            "--photos", HOSPITAL, "--shared", SHARED, "--output", SERVE_CHECK,
+                                            "--secret-file", SECRET_FILE, "--token-file", TOKEN_FILE,
+                                            "--port", SERVE_PORT]),
 ]
 # What people look at, copied out of the S3 server. Real-patient embeddings (mema/private) stay in.
 LOOK_AT = [("archive/contact_sheet.png", "archive"), ("archive/samples.png", "archive"),
            ("models/generator/samples.png", "generator"), ("mema/strategies.png", "mema"), ("mema/card", "mema/card"),
            ("mema/run.json", "mema"), ("models/deid/samples.png", "deid"), ("evaluation", "evaluation"),
            ("hospital-files-anonymized-report", "archive-job/report"),
-           ("hospital-files-anonymized-manifest", "archive-job/manifest")]
+           ("hospital-files-anonymized-manifest", "archive-job/manifest"), ("serve-check", "serve")]
 
 
 def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
@@ -65,6 +73,10 @@ def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
         secret_file = Path(private) / "archive.secret"  # made for this run, readable by this user only
         secret_file.touch(mode=0o600)
         secret_file.write_text(secrets.token_urlsafe(32))
+        token_file = Path(private) / "recovery.token"
+        token_file.touch(mode=0o600)
+        token_file.write_text(secrets.token_urlsafe(32))
+        placeholders = {SECRET_FILE: str(secret_file), TOKEN_FILE: str(token_file), SERVE_PORT: str(free_port())}
         storage.make_bucket(DEMO_BUCKET, s3.settings)
         print(f"[demo] local S3 server at {s3.endpoint_url}; starting a local Ray cluster ...", flush=True)
         with RayHead(env=s3.env) as head:
@@ -73,7 +85,7 @@ def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
                 step_started = time.monotonic()
                 print(f"\n[demo] step {i}/{len(STEPS)}: {what}: ray job submit -- python {' '.join(entrypoint)}",
                       flush=True)
-                entrypoint = [str(secret_file) if arg == SECRET_FILE else arg for arg in entrypoint]
+                entrypoint = [placeholders.get(arg, arg) for arg in entrypoint]
                 job = head.submit(["python", *entrypoint, "--config", config])
                 if job.returncode != 0:
                     print(f"[demo] step {i} failed (exit {job.returncode}); its log is above")
@@ -90,6 +102,7 @@ def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
     print(f"\n[demo] done in {(time.monotonic() - started) / 60:.1f} min. Look at:")
     print(f"[demo]   {local / 'evaluation' / 'report.md'}       MedSem-DeID vs the baselines: bars, grids, privacy-utility plot")
     print(f"[demo]   {local / 'archive-job' / 'report'}        the archive job's report: reconciliation, quarantine, before/after")
+    print(f"[demo]   {local / 'serve' / 'serve-check.png'}     the serving endpoint over HTTP: sent / de-identified / recovered")
     print(f"[demo]   {local / 'deid' / 'samples.png'}             original / de-identified / recovered / wrong password")
     print(f"[demo]   {local / 'mema' / 'card' / 'README.md'}   the MeMa dataset card: bars, privacy audit, pictures")
     print(f"[demo]   {local / 'mema' / 'strategies.png'}        txt2img vs img2img vs inpainting, same conditions")
