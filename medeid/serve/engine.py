@@ -31,7 +31,7 @@ from medeid.config import ServeConfig
 from medeid.models.deid.api import RECOVERED, WRONG_PASSWORD
 from medeid.passwords import Secret, image_password
 
-logger = logging.getLogger("medeid.serve")
+logger = logging.getLogger("ray.serve")  # Serve writes this logger to the replica's log file
 
 SECRET_VARIABLE, TOKEN_VARIABLE = "MEDEID_SERVE_SECRET", "MEDEID_SERVE_TOKEN"
 MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "tiff": "image/tiff", formats.DICOM: "application/dicom"}
@@ -151,7 +151,7 @@ class Engine:
                 logger.exception("de-identification failed (%d bytes)", len(jobs[0].data))
                 return [ServeError(500, "model_failed", "the model failed on this image; the server logged why")]
             return [self.deidentify([job])[0] for job in jobs]
-        logger.info("de-identified a batch of %d in %.0f ms", len(jobs), 1000 * (time.perf_counter() - started))
+        logger.debug("de-identified a batch of %d in %.0f ms", len(jobs), 1000 * (time.perf_counter() - started))
         return [self._answer(outcome) for outcome in outcomes]
 
     @staticmethod

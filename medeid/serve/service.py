@@ -52,17 +52,16 @@ async def _invalid(request: Request, error: RequestValidationError) -> JSONRespo
     return JSONResponse(ServeError(422, "invalid_request", f"invalid: {', '.join(where)}").body(), status_code=422)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with a 413 as soon as it is known to exceed `limit` bytes (from
+async def read_body(request: Request, engine: Engine) -> bytes:
+    """The request body, refused with a 413 as soon as it is known to be too large (from
     Content-Length, or while it streams in): Serve itself sets no limit."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ServeError(413, "body_too_large", f"the body exceeds {limit:,} bytes")
+    if declared.isdigit():
+        engine.check_body(int(declared))
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise ServeError(413, "body_too_large", f"the body exceeds {limit:,} bytes")
+        engine.check_body(size)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -112,7 +111,7 @@ class DeidService:
                          x_medeid_record_id: str | None = Header(None, description="or: a record id; the password "
                                                                  "is derived from it and the server's secret")):
         password = self.engine.password(x_medeid_password, x_medeid_record_id)
-        body = await read_body(request, self.engine.config.max_body_bytes)
+        body = await read_body(request, self.engine)
         answer, batch = await self.deidentify_batch(Job(password, body))
         if isinstance(answer, ServeError):
             raise answer
@@ -126,7 +125,7 @@ class DeidService:
                       x_medeid_password: str | None = Header(None), x_medeid_record_id: str | None = Header(None)):
         self.engine.authorize(authorization)  # before the body is read
         password = self.engine.password(x_medeid_password, x_medeid_record_id)
-        body = await read_body(request, self.engine.config.max_body_bytes)
+        body = await read_body(request, self.engine)
         answer = await asyncio.to_thread(self.engine.recover, password, body)
         return Response(answer.data, media_type=answer.media_type, headers={MODEL_HEADER: self.model.version})
 

@@ -32,7 +32,7 @@ from medeid.mema.prompts import prompt
 from medeid.models.generator import build_tiny_pipeline, load_pipeline
 from medeid.models.identity import centred_crop
 from medeid.pipelines.synthetic_archive import METADATA
-from medeid.train.harness import is_rank_zero, run_training
+from medeid.train.harness import checkpoint_folder, is_rank_zero, run_training
 
 TRAINER_STATE = "trainer_state.pt"
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # the attention projections, as diffusers' own LoRA scripts
@@ -199,7 +199,7 @@ def train_loop_per_worker(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     state, vae_trained = None, cfg.base is None
     if checkpoint:
-        with checkpoint.as_directory() as directory:
+        with checkpoint_folder(checkpoint) as directory:
             state = torch.load(os.path.join(directory, TRAINER_STATE), map_location="cpu", weights_only=True)
             if cfg.finetune == "lora":
                 from peft.utils import set_peft_model_state_dict

@@ -7,10 +7,11 @@ that dies mid-run is replaced and restarts from the latest checkpoint (`max_fail
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import ray
@@ -72,8 +73,18 @@ def resume_state() -> dict | None:
     return None if checkpoint is None else read_state(checkpoint)
 
 
+@contextlib.contextmanager
+def checkpoint_folder(checkpoint: Checkpoint) -> Iterator[str]:
+    """A private local copy of a checkpoint, removed afterwards. Not `as_directory`: that shares one
+    folder per node, and a second worker's download can rewrite a file the first is reading
+    (ray-project/ray#48726; a resumed run here once read a truncated state.pt)."""
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint.to_directory(directory)
+        yield directory
+
+
 def read_state(checkpoint: Checkpoint) -> dict:
-    with checkpoint.as_directory() as directory:
+    with checkpoint_folder(checkpoint) as directory:
         return torch.load(os.path.join(directory, STATE_FILE), map_location="cpu", weights_only=True)
 
 
