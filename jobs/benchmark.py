@@ -5,12 +5,18 @@
     python jobs/benchmark.py deid [--photos 128]
     python jobs/benchmark.py anonymize [--files 96]
     python jobs/benchmark.py serve [--requests 96]
+    python jobs/benchmark.py all [--output benchmark.md]     # every suite, one table with the machine
+
+Each suite prints its table as it finishes; `all` then prints (and with --output writes) every
+figure in one Markdown table headed by the machine's description, for the README.
 """
 
 import argparse
 import sys
+import time
+from pathlib import Path
 
-from medeid.benchmark import SUITES, markdown
+from medeid.benchmark import SUITES, markdown, report
 
 
 def main() -> int:
@@ -21,12 +27,21 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=128, help="deid suite: photos de-identified per run")
     parser.add_argument("--files", type=int, default=96, help="anonymize suite: photos in the 1x archive")
     parser.add_argument("--requests", type=int, default=96, help="serve suite: requests per measurement")
+    parser.add_argument("--output", help="also write the combined Markdown table to this file")
     args = parser.parse_args()
+    started, results = time.monotonic(), {}
     for name in SUITES if args.suite == "all" else [args.suite]:
         kwargs = {"index": {"rows": args.rows}, "mema": {"samples": args.samples},
                   "deid": {"photos": args.photos}, "anonymize": {"files": args.files},
                   "serve": {"requests": args.requests}}.get(name, {})
-        print(markdown(name, SUITES[name](**kwargs)), flush=True)
+        results[name] = SUITES[name](**kwargs)
+        print(markdown(name, results[name]), flush=True)
+    table = report(results, (time.monotonic() - started) / 60)
+    if args.suite == "all":
+        print("\n" + table, flush=True)
+    if args.output:
+        Path(args.output).write_text(table)
+        print(f"[benchmark] written to {args.output}", flush=True)
     return 0
 
 
