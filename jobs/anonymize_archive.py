@@ -48,7 +48,8 @@ def main() -> int:
     ray.init()
     run = anonymize_archive(args.input, args.output, args.model, args.detector, secret, run_id=args.run_id,
                             settings=settings, pass_faceless=cfg.pass_faceless, actors=cfg.actors,
-                            batch_size=cfg.batch_size, report_samples=cfg.report_samples)
+                            batch_size=cfg.batch_size, report_samples=cfg.report_samples,
+                            gpus_per_actor=cfg.gpus_per_actor, actor_resources=cfg.actor_resources)
     return 0 if run.summary.balanced else 1
 
 

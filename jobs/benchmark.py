@@ -5,6 +5,7 @@
     python jobs/benchmark.py deid [--photos 128]
     python jobs/benchmark.py anonymize [--files 96]
     python jobs/benchmark.py serve [--requests 96]
+    python jobs/benchmark.py multinode [--node-samples 96]  # build_mema's generator on 1 vs 2 worker nodes
     python jobs/benchmark.py all [--output benchmark.md]     # every suite, one table with the machine
 
 Each suite prints its table as it finishes; `all` then prints (and with --output writes) every
@@ -24,6 +25,7 @@ def main() -> int:
     parser.add_argument("suite", choices=[*SUITES, "all"])
     parser.add_argument("--rows", type=int, default=1_000_000, help="index suite: embeddings in the index")
     parser.add_argument("--samples", type=int, default=256, help="mema suite: images generated per run")
+    parser.add_argument("--node-samples", type=int, default=96, help="multinode suite: images generated per run")
     parser.add_argument("--photos", type=int, default=128, help="deid suite: photos de-identified per run")
     parser.add_argument("--files", type=int, default=96, help="anonymize suite: photos in the 1x archive")
     parser.add_argument("--requests", type=int, default=96, help="serve suite: requests per measurement")
@@ -33,7 +35,7 @@ def main() -> int:
     for name in SUITES if args.suite == "all" else [args.suite]:
         kwargs = {"index": {"rows": args.rows}, "mema": {"samples": args.samples},
                   "deid": {"photos": args.photos}, "anonymize": {"files": args.files},
-                  "serve": {"requests": args.requests}}.get(name, {})
+                  "serve": {"requests": args.requests}, "multinode": {"samples": args.node_samples}}.get(name, {})
         results[name] = SUITES[name](**kwargs)
         print(markdown(name, results[name]), flush=True)
     table = report(results, (time.monotonic() - started) / 60)

@@ -189,6 +189,60 @@ def suite_mema(samples: int = 256, batch_size: int = 16, steps: int = 10, resolu
     ]
 
 
+def suite_multinode(samples: int = 96, batch_size: int = 16, steps: int = 10, resolution: int = 64,
+                    index_rows: int = 4800) -> list[tuple]:
+    """build_mema's stream on a local multi-node cluster (`devstack.LocalCluster`: a head that runs no
+    work and two 2-CPU workers, each advertising `gpu_node`, a stand-in for a GPU), with its generator
+    asking for a whole `gpu_node`: one generator actor uses one worker node, two use both. Marginal
+    throughput as in `suite_mema`. The nodes share this machine's cores, so the ratio says what the
+    placement and the stream allow here, not what two real GPU nodes give."""
+    import tempfile
+    from dataclasses import replace
+
+    import ray
+
+    from medeid.config import MemaConfig
+    from medeid.devstack import ActorWatch, LocalCluster
+    from medeid.pipelines.mema import Progress, mema_stream, pending_rows
+
+    if ray.is_initialized():
+        raise RuntimeError("the multinode suite starts its own cluster: run it without Ray initialised")
+    template = "a clinical photo of a {sex} patient aged {age_band} with {condition}"
+    cfg = MemaConfig(samples=samples, steps=steps, batch_size=batch_size, min_sharpness=0, min_contrast=0,
+                     max_attempts=1, strategy="txt2img", filter_actors=1, threads_per_generator=1,
+                     generator_resources={"gpu_node": 1})
+    conditions = [{"sample_id": f"bench-{i:06d}", "seed": i, "age": 20 + i % 60, "sex": ("female", "male")[i % 2],
+                   "disease": "ptosis", "laterality": "left", "severity": 2, "findings": ["moderate", "upper lid droop"]}
+                  for i in range(2 * samples)]
+    rows = pending_rows(conditions, Progress(), cfg, None)
+    workers = [{"num_cpus": 2, "resources": {"gpu_node": 1}}] * 2
+    marginal, nodes = {}, {}
+    with tempfile.TemporaryDirectory() as directory, LocalCluster(workers, head_cpus=0) as cluster:
+        models, index = _mema_models(directory, resolution, index_rows)
+        ref = index.to_ref()
+        for actors in (1, 2):
+            run_cfg = replace(cfg, generator_actors=actors)
+
+            def stream(n: int) -> float:
+                started = time.perf_counter()
+                with ActorWatch("GenerateFaces") as watch:
+                    for _ in mema_stream(rows[:n], models, ref, run_cfg, template, f"{directory}/out-{actors}-{n}",
+                                         "", None).iter_rows():
+                        pass
+                nodes[actors] = watch.nodes & set(cluster.node_ids)
+                return time.perf_counter() - started
+
+            once = stream(samples)
+            marginal[actors] = stream(2 * samples) - once
+    ratio = marginal[1] / marginal[2]
+    return [
+        ("cluster", 3, "nodes", "head (no work) + 2 workers of 2 CPUs with gpu_node, on this machine's cores"),
+        *[(f"generator on {a} worker node{'s' * (a > 1)}, marginal", samples / marginal[a], "images/s",
+           f"{len(nodes[a])} node{'s' * (len(nodes[a]) > 1)} seen running the generator") for a in (1, 2)],
+        ("2 nodes / 1 node", ratio, "x", "build_mema throughput, generator on 2 vs 1 worker nodes"),
+    ]
+
+
 def _deid_model(directory: str, size: int, seed: int = 0) -> str:
     """An untrained MedSem-DeID of the demo's shape at `size` px (speed does not depend on training)."""
     from dataclasses import asdict
@@ -474,7 +528,7 @@ def suite_serve(requests: int = 96, concurrency: tuple[int, ...] = (1, 4, 16), s
 
 
 SUITES = {"index": suite_index, "mema": suite_mema, "deid": suite_deid, "anonymize": suite_anonymize,
-          "serve": suite_serve}
+          "serve": suite_serve, "multinode": suite_multinode}
 
 
 def _shown(value) -> str:

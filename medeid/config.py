@@ -125,6 +125,9 @@ class MemaConfig:
     generator_actors: int = 1
     filter_actors: int = 1
     gpus_per_generator: float = 0.0
+    # Custom resources each generator actor needs, to pin generation to some nodes (a node label
+    # resource such as {"gpu_node": 1}; the multi-node tests use one to stand for a GPU).
+    generator_resources: dict[str, float] | None = None
     threads_per_generator: int = 0  # torch threads in each CPU generator actor; 0 keeps Ray's one per CPU
     identity_margin: float = 0.05  # reject at the recogniser's match threshold minus this
     min_sharpness: float = 5.0  # variance of the Laplacian, on the 0..255 grey image
@@ -196,6 +199,8 @@ class AnonymizeConfig:
     report_samples: int = 8  # before/after pairs in the run's report
     pass_faceless: bool = False  # True passes photos without a face (metadata stripped) instead of quarantining
     demo_photos: int = 240  # patient photos in the demo's archive of files (`jobs/make_hospital_files.py`)
+    gpus_per_actor: float = 0.0  # > 0 runs MedSem-DeID on CUDA in each anonymizing actor
+    actor_resources: dict[str, float] | None = None  # custom resources each actor needs (see MemaConfig)
 
 
 @dataclass(frozen=True)

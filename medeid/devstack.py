@@ -192,6 +192,91 @@ class RayHead:
         self.stop()
 
 
+class LocalCluster:
+    """Several Ray nodes on this machine (`ray.cluster_utils.Cluster`), this process connected as
+    the driver: a head and workers, each with its own CPUs and custom resources. A custom resource
+    stands for a GPU (`{"gpu_node": 1}`): actors asking for it land only there. For the multi-node
+    tests and the scaling benchmark; `remove` takes a node away mid-job as a failure would.
+
+        with LocalCluster([{"num_cpus": 2}, {"num_cpus": 2, "resources": {"gpu_node": 1}}]) as cluster:
+            ...   # ray.* calls run on the cluster; cluster.node_ids[i] is worker i's node id
+    """
+
+    def __init__(self, workers: list[dict], head_cpus: int = 1, object_store_bytes: int = 128 * 1024**2):
+        self.workers, self.head_cpus, self.object_store_bytes = workers, head_cpus, object_store_bytes
+        self._cluster, self._nodes, self.node_ids, self.head_id = None, [], [], None
+
+    def __enter__(self) -> "LocalCluster":
+        import ray
+        from ray.cluster_utils import Cluster
+
+        self._cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": self.head_cpus, "object_store_memory": self.object_store_bytes,
+            "include_dashboard": True})  # the state API (`actor_nodes`) is served by the dashboard
+        try:
+            self._nodes = [self._cluster.add_node(object_store_memory=self.object_store_bytes, **worker)
+                           for worker in self.workers]
+            self._cluster.wait_for_nodes()
+            ray.init(address=self._cluster.address, log_to_driver=False)
+            self.head_id = self._cluster.head_node.node_id
+            self.node_ids = [node.node_id for node in self._nodes]
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    @property
+    def address(self) -> str:
+        """The cluster's GCS address: `RAY_ADDRESS` for jobs run as drivers of this cluster."""
+        return self._cluster.address
+
+    def remove(self, node_id: str) -> None:
+        """Take a worker node away at once (its raylet and workers killed), as a lost machine would."""
+        node = self._nodes[self.node_ids.index(node_id)]
+        self._cluster.remove_node(node, allow_graceful=False)
+
+    def __exit__(self, *exc) -> None:
+        import ray
+
+        ray.shutdown()
+        if self._cluster is not None:
+            self._cluster.shutdown()
+
+
+class ActorWatch:
+    """Node ids seen hosting live actors of `class_fragment`, polled every `every_s` in a thread
+    while the `with` block runs (the state API is an HTTP call: not one per row of a stream)."""
+
+    def __init__(self, class_fragment: str, every_s: float = 0.5):
+        import threading
+
+        self.class_fragment, self.every_s, self.nodes = class_fragment, every_s, set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.nodes |= actor_nodes(self.class_fragment)
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> "ActorWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def actor_nodes(class_fragment: str) -> set[str]:
+    """Node ids of the live actors whose class name contains `class_fragment` (Ray Data names its
+    pool actors after the UDF: `MapWorker(MapBatches(GenerateFaces))`)."""
+    from ray.util.state import list_actors
+
+    return {a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
+            if class_fragment in (a.class_name or "")}
+
+
 def run_with_stack(command: list[str], bucket: str = "s3://medeid-dev") -> int:
     """Start S3 and Ray, run `command` with their variables, stop both; returns its exit code."""
     from medeid import storage

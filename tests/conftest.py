@@ -78,3 +78,8 @@ def small_models(tmp_path_factory, trained_detector) -> tuple[str, str]:
                                        donors=len(donors)), donors)
     deid.save(root / "deid")
     return str(root / "deid"), str(trained_detector[1])
+
+
+# The small MeMa world (archive and untrained models on the S3 server): for tests/mema and the
+# multi-node tests in tests/cluster.
+from tests.mema.world import mema_world, write_mema_config  # noqa: E402, F401

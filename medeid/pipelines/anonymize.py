@@ -106,12 +106,14 @@ class AnonymizeFiles:
     """Ray Data actor: batches of (key, size) rows in, one status row per file out."""
 
     def __init__(self, layout: ArchiveLayout, model_uri: str, detector_uri: str, secret: Secret, run_id: str,
-                 settings: storage.S3Settings | None = None, pass_faceless: bool = False, threads: int = 1):
+                 settings: storage.S3Settings | None = None, pass_faceless: bool = False, threads: int = 1,
+                 device: str = "cpu"):
         import torch
 
         torch.set_num_threads(threads)
         self.layout, self.run_id, self.settings = layout, run_id, settings
-        self.anonymizer = FileAnonymizer.from_uris(model_uri, detector_uri, secret, settings, pass_faceless=pass_faceless)
+        self.anonymizer = FileAnonymizer.from_uris(model_uri, detector_uri, secret, settings, device=device,
+                                                   pass_faceless=pass_faceless)
         self.model_version = self.anonymizer.model.version
         self.model_sha256 = sha256((storage.local_copy(model_uri, settings) / WEIGHTS_FILE).read_bytes())
 
@@ -151,7 +153,8 @@ def plan(layout: ArchiveLayout, settings: storage.S3Settings | None = None
 def anonymize_archive(input_uri: str, output_uri: str, model_uri: str, detector_uri: str, secret: Secret, *,
                       run_id: str | None = None, settings: storage.S3Settings | None = None,
                       pass_faceless: bool = False, actors: int = 2, batch_size: int = 32,
-                      report_samples: int = 8) -> ArchiveRun:
+                      report_samples: int = 8, gpus_per_actor: float = 0.0,
+                      actor_resources: dict[str, float] | None = None) -> ArchiveRun:
     """Anonymize every file under `input_uri` into `output_uri` (same keys); returns the run's
     reconciliation (in an `ArchiveRun`), which balances or this raises. The run's report (`medeid.archive.report`, with a
     grid of `report_samples` before/after pairs) goes to `<output>-report/run=<id>/`."""
@@ -168,9 +171,10 @@ def anonymize_archive(input_uri: str, output_uri: str, model_uri: str, detector_
         files = ray.data.from_items([{"key": k, "size": s} for k, s in todo])
         results = files.map_batches(
             AnonymizeFiles, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
+            num_gpus=gpus_per_actor or None, resources=actor_resources,
             fn_constructor_kwargs={"layout": layout, "model_uri": model_uri, "detector_uri": detector_uri,
                                    "secret": secret, "run_id": run_id, "settings": settings,
-                                   "pass_faceless": pass_faceless})
+                                   "pass_faceless": pass_faceless, "device": "cuda" if gpus_per_actor else "cpu"})
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
             seen += len(batch["key"])
             peak = max(peak, float(batch["peak_rss_mib"].max()))

@@ -397,7 +397,7 @@ def mema_stream(rows: list[dict], models: Models, index_ref, cfg: MemaConfig, te
                      fn_constructor_kwargs={"generator_uri": models.generator, "cfg": asdict(cfg), "template": template,
                                             "archive_root": archive_root, "settings": settings},
                      compute=ray.data.ActorPoolStrategy(size=cfg.generator_actors), num_cpus=actor_cpus,
-                     num_gpus=cfg.gpus_per_generator or None)
+                     num_gpus=cfg.gpus_per_generator or None, resources=cfg.generator_resources)
         .map_batches(face_quality, batch_format="numpy", batch_size=None, num_cpus=LIGHT_CPUS,
                      fn_kwargs={"min_sharpness": cfg.min_sharpness, "min_contrast": cfg.min_contrast})
         .map_batches(IdentityFilter, batch_size=None, batch_format="numpy",
