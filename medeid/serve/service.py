@@ -28,6 +28,7 @@ from medeid.config import ServeConfig, StorageConfig, load_config
 from medeid.serve.engine import Engine, Job, ServeError
 
 DEPLOYMENT = "MedSemDeID"
+DEFAULTS = ServeConfig()  # batching until `reconfigure` applies the deployment's user_config
 PASSWORD_HEADER, RECORD_ID_HEADER = "X-Medeid-Password", "X-Medeid-Record-Id"
 FACES_HEADER, MODEL_HEADER, BATCH_HEADER = "X-Medeid-Faces", "X-Medeid-Model", "X-Medeid-Batch"
 IMAGE_BODY = {"requestBody": {"required": True, "description": "the image file's bytes (JPEG, PNG, TIFF or DICOM)",
@@ -84,13 +85,14 @@ class DeidService:
         from medeid.passwords import derive_model_key
 
         self.model.deidentify_crops(crops, [derive_model_key("mdk1-" + "0" * 64, self.model.net.config.key_dim)])
-        self.batching = {"max_batch_size": 16, "batch_wait_timeout_s": 0.01}  # the decorator's, until reconfigured
+        self.batching = {"max_batch_size": DEFAULTS.max_batch_size, "batch_wait_timeout_s": DEFAULTS.batch_wait_timeout_s}
         self.ready = True
 
     def reconfigure(self, user_config: dict) -> None:
         """Batching settings from the deployment's `user_config`, applied without a restart."""
-        self.batching = {"max_batch_size": int(user_config.get("max_batch_size", 16)),
-                         "batch_wait_timeout_s": float(user_config.get("batch_wait_timeout_s", 0.01))}
+        self.batching = {"max_batch_size": int(user_config.get("max_batch_size", DEFAULTS.max_batch_size)),
+                         "batch_wait_timeout_s": float(user_config.get("batch_wait_timeout_s",
+                                                                       DEFAULTS.batch_wait_timeout_s))}
         self.deidentify_batch.set_max_batch_size(self.batching["max_batch_size"])
         self.deidentify_batch.set_batch_wait_timeout_s(self.batching["batch_wait_timeout_s"])
 
@@ -98,7 +100,7 @@ class DeidService:
         if not self.ready:
             raise RuntimeError("the model is not loaded")
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    @serve.batch(max_batch_size=DEFAULTS.max_batch_size, batch_wait_timeout_s=DEFAULTS.batch_wait_timeout_s)
     async def deidentify_batch(self, jobs: list[Job]) -> list[tuple]:
         # In a thread: the event loop keeps taking requests in while the batch runs.
         answers = await asyncio.to_thread(self.engine.deidentify, jobs)
