@@ -268,13 +268,16 @@ class ActorWatch:
         self._thread.join()
 
 
-def actor_nodes(class_fragment: str) -> set[str]:
-    """Node ids of the live actors whose class name contains `class_fragment` (Ray Data names its
-    pool actors after the UDF: `MapWorker(MapBatches(GenerateFaces))`)."""
+def actor_nodes(class_fragment: str, alive_only: bool = True) -> set[str]:
+    """Node ids of the actors whose class name contains `class_fragment` (Ray Data names its pool
+    actors after the UDF: `MapWorker(MapBatches(GenerateFaces))`): the live ones, or every one the
+    cluster has had (the GCS keeps dead actors and the node they ran on, so short-lived pools are
+    not missed between polls)."""
     from ray.util.state import list_actors
 
-    return {a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
-            if class_fragment in (a.class_name or "")}
+    filters = [("state", "=", "ALIVE")] if alive_only else None
+    return {a.node_id for a in list_actors(filters=filters, limit=10_000)
+            if class_fragment in (a.class_name or "") and a.node_id}
 
 
 def run_with_stack(command: list[str], bucket: str = "s3://medeid-dev") -> int:

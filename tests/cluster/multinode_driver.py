@@ -41,6 +41,9 @@ def run_job(cluster: LocalCluster, argv: list[str], watch: str, remove_when=None
                 cluster.remove(removed)
         time.sleep(0.5)
     output = job.stdout.read()
+    # Every actor of that class the cluster has had: pools that lived between polls too (the scenarios
+    # watching the same class run in order, and only the first one's nodes are checked).
+    seen |= actor_nodes(watch, alive_only=False)
     return {"returncode": job.returncode, "output": output[-6000:], "nodes": sorted(seen), "removed": removed}
 
 
