@@ -16,11 +16,9 @@ import dataclasses
 import json
 import sys
 
-import ray
-
 from medeid.config import load_config
 from medeid.pipelines.anonymize import SECRET_VARIABLE, anonymize_archive, archive_secret
-
+from medeid.raycluster import init_ray
 
 
 def main() -> int:
@@ -45,7 +43,7 @@ def main() -> int:
     settings, cfg = config.storage.settings(), config.anonymize
     print("config:", json.dumps(dataclasses.asdict(cfg)), flush=True)
 
-    ray.init()
+    init_ray()
     run = anonymize_archive(args.input, args.output, args.model, args.detector, secret, run_id=args.run_id,
                             settings=settings, pass_faceless=cfg.pass_faceless, actors=cfg.actors,
                             batch_size=cfg.batch_size, report_samples=cfg.report_samples,

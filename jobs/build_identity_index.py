@@ -8,10 +8,9 @@ import argparse
 import json
 import sys
 
-import ray
-
 from medeid.config import load_config
 from medeid.pipelines.identity_index import build_identity_index
+from medeid.raycluster import init_ray
 
 
 def main() -> int:
@@ -26,7 +25,7 @@ def main() -> int:
     config = load_config(args.config)
     print("config:", json.dumps(config.to_dict()), flush=True)
 
-    ray.init()
+    init_ray()
     result = build_identity_index(args.archive, args.pack, args.output, config.storage.settings(),
                                   batch_size=args.batch_size, workers=args.workers)
 

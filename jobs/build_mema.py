@@ -17,14 +17,13 @@ import io
 import json
 import sys
 
-import ray
-
 from medeid import codecs, storage
 from medeid.config import load_config
 from medeid.mema.build import PRIVATE, build_mema
 from medeid.models.identity import centred_crop
 from medeid.pipelines.mema import Models, SourcePicker
 from medeid.pipelines.synthetic_archive import read_metadata
+from medeid.raycluster import init_ray
 
 
 def models_from(args) -> Models:
@@ -86,7 +85,7 @@ def main() -> int:
     models = models_from(args)
     print("config:", json.dumps(config.to_dict()["mema"]), flush=True)
 
-    ray.init()
+    init_ray()
     if args.compare_strategies:
         print(f"[build_mema] strategies compared in {compare(args, config, models)}", flush=True)
         return 0

@@ -16,6 +16,7 @@ import ray
 from medeid.config import load_config
 from medeid.evaluate.deid import ABLATION, MAIN, evaluate_deid
 from medeid.evaluate.report import render_report, summary
+from medeid.raycluster import init_ray
 from medeid.storage import join
 
 
@@ -33,7 +34,7 @@ def main() -> int:
     config = load_config(args.config)
     settings = config.storage.settings()
 
-    ray.init()
+    init_ray()
     # Same photos in the same order on every run, so --max-photos picks the same subset.
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     deid_uris = {MAIN: args.deid, **({ABLATION: args.deid_without_enc_med} if args.deid_without_enc_med else {})}

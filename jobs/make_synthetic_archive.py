@@ -7,10 +7,9 @@ import argparse
 import json
 import sys
 
-import ray
-
 from medeid.config import load_config
 from medeid.pipelines.synthetic_archive import CONTACT_SHEET, SAMPLES, build_archive, summarize
+from medeid.raycluster import init_ray
 from medeid.storage import join
 
 
@@ -28,7 +27,7 @@ def main() -> int:
                                        "archive.size": args.size, "archive.seed": args.seed})
     print("config:", json.dumps(config.to_dict()), flush=True)
 
-    ray.init()
+    init_ray()
     a = config.archive
     result = build_archive(args.output, a.patients, a.photos_per_patient, a.size, a.seed, config.storage.settings())
 

@@ -13,9 +13,8 @@ unless every photo it de-identified came back.
 import argparse
 import sys
 
-import ray
-
 from medeid.config import load_config
+from medeid.raycluster import init_ray
 from medeid.serve.check import check_endpoint
 
 
@@ -34,7 +33,7 @@ def main() -> int:
     args = parser.parse_args()
     settings = load_config(args.config).storage.settings()
 
-    ray.init()
+    init_ray()
     check = check_endpoint(args.model, args.detector, args.photos, args.output, args.secret_file, args.token_file,
                            shared_uri=args.shared, photos=args.requests, port=args.port, config=args.config, settings=settings)
     deidentified = check.answered.get("200", 0)

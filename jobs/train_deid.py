@@ -13,9 +13,8 @@ import json
 import sys
 import time
 
-import ray
-
 from medeid.config import load_config
+from medeid.raycluster import init_ray
 from medeid.storage import join
 from medeid.train.deid import train_deid
 
@@ -36,7 +35,7 @@ def main() -> int:
                                        "deid.use_enc_med": False if args.without_enc_med else None})
     print("config:", json.dumps(config.to_dict()["deid"]), flush=True)
 
-    ray.init()
+    init_ray()
     started = time.monotonic()
     figures = train_deid(args.archive, args.mema, args.models, args.output, args.runs or join(args.models, "runs"),
                          args.name, config.deid, config.storage.settings())

@@ -12,9 +12,8 @@ import dataclasses
 import json
 import sys
 
-import ray
-
 from medeid.config import load_config
+from medeid.raycluster import init_ray
 from medeid.storage import join
 from medeid.train.detector import train_detector
 
@@ -35,7 +34,7 @@ def main() -> int:
     cfg = dataclasses.replace(config.detector, **{k: v for k, v in overrides.items() if v is not None})
     print("config:", json.dumps(dataclasses.asdict(cfg)), flush=True)
 
-    ray.init()
+    init_ray()
     runs = args.runs or join(args.output.rstrip("/").rsplit("/", 1)[0], "runs")
     figures = train_detector(args.output, runs, "detector", cfg, config.storage.settings())
     held_out = figures["held_out"]

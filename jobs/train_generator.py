@@ -13,10 +13,9 @@ import argparse
 import json
 import sys
 
-import ray
-
 from medeid.config import load_config
 from medeid.mema.samples import write_sample_grid
+from medeid.raycluster import init_ray
 from medeid.storage import join
 from medeid.train.generator import train_generator
 
@@ -35,7 +34,7 @@ def main() -> int:
                                        "generator.finetune": args.finetune})
     print("config:", json.dumps(config.to_dict()["generator"]), flush=True)
 
-    ray.init()
+    init_ray()
     runs = args.runs or join(args.output.rstrip("/").rsplit("/", 1)[0], "runs")
     settings = config.storage.settings()
     figures = train_generator(args.archive, args.output, runs, config.generator, settings=settings)

@@ -10,9 +10,8 @@ import argparse
 import json
 import sys
 
-import ray
-
 from medeid.config import load_config
+from medeid.raycluster import init_ray
 from medeid.storage import join
 from medeid.train.identity import train_recognizer
 
@@ -35,7 +34,7 @@ def main() -> int:
         parser.error(f"--roles takes {ROLES}")
     print("config:", json.dumps(config.to_dict()["identity"]), flush=True)
 
-    ray.init()
+    init_ray()
     runs = args.runs or join(args.output, "runs")
     for role in roles:
         figures = train_recognizer(args.archive, join(args.output, role), runs, f"identity-{role}",

@@ -10,9 +10,8 @@ import argparse
 import json
 import sys
 
-import ray
-
 from medeid.config import load_config
+from medeid.raycluster import init_ray
 from medeid.storage import join
 from medeid.synth.conditions import DISEASES
 from medeid.train.medical import train_medical
@@ -29,7 +28,7 @@ def main() -> int:
     config = load_config(args.config, {"medical.epochs": args.epochs})
     print("config:", json.dumps(config.to_dict()["medical"]), flush=True)
 
-    ray.init()
+    init_ray()
     runs = args.runs or join(args.output.rstrip("/").rsplit("/", 1)[0], "runs")
     figures = train_medical(args.archive, args.output, runs, "medical", config.medical, config.storage.settings())
     per_class = ", ".join(f"{d} {figures[f'accuracy_{d}']:.3f}" for d in DISEASES if f"accuracy_{d}" in figures)

@@ -9,11 +9,15 @@ trouble), under an archive secret made for the run and kept in a private tempora
 serving endpoint, deployed on the cluster and called over HTTP. Then it
 copies what a person looks at to a local folder (the S3 server keeps data in memory only) and
 stops everything, also on failure.
+
+    python -m medeid.demo [--output-dir demo-output]     # what `make demo` runs
 """
 
 from __future__ import annotations
 
+import argparse
 import secrets
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -109,3 +113,14 @@ def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
     print(f"[demo]   {local / 'generator' / 'samples.png'}      what the fine-tuned generator draws")
     print(f"[demo]   {local / 'archive' / 'contact_sheet.png'}  the synthetic patients it learnt from")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m medeid.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", default="demo-output", help="where the results are copied to")
+    return run_demo(parser.parse_args(argv).output_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,7 +4,8 @@ Both run as child processes on 127.0.0.1 and are stopped when their `with` block
 it ends in an error. From the shell:
 
     python -m medeid.devstack run -- CMD ...   # CMD runs with AWS_* and RAY_ADDRESS pointing at them
-    python -m medeid.devstack demo             # the README's demo: the main job on the embedded default
+
+(The README's demo, which runs on these, is `python -m medeid.demo`.)
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ def _stop(process: subprocess.Popen | None, first_signal: int = signal.SIGTERM, 
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def _tail(output: bytes | str | None, chars: int = 4000) -> str:
+    """The end of a subprocess's captured output (TimeoutExpired holds bytes even in text mode)."""
+    if isinstance(output, bytes):
+        output = output.decode(errors="replace")
+    return (output or "")[-chars:]
 
 
 def _venv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -176,8 +184,12 @@ class RayHead:
         """`ray job submit` an entrypoint and follow its logs until it ends."""
         ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
         command = [ray, "job", "submit", "--address", self.address, "--working-dir", working_dir, "--", *entrypoint]
-        return subprocess.run(command, env=self.env, timeout=timeout_s, text=True,
-                              capture_output=capture)
+        try:
+            return subprocess.run(command, env=self.env, timeout=timeout_s, text=True, capture_output=capture)
+        except subprocess.TimeoutExpired as expired:
+            # Say what the job printed before it ran out of time, not only that it did.
+            raise TimeoutError(f"{' '.join(entrypoint[:2])} did not finish in {timeout_s:.0f} s; its last output:\n"
+                               f"{_tail(expired.stdout)}\n{_tail(expired.stderr)}") from None
 
     def stop(self) -> None:
         # `ray start --block` shuts its node down cleanly on Ctrl-C (SIGTERM leaves it hanging).
@@ -205,11 +217,18 @@ class LocalCluster:
     def __init__(self, workers: list[dict], head_cpus: int = 1, object_store_bytes: int = 128 * 1024**2):
         self.workers, self.head_cpus, self.object_store_bytes = workers, head_cpus, object_store_bytes
         self._cluster, self._nodes, self.node_ids, self.head_id = None, [], [], None
+        self._temp_dir, self._saved_tmpdir = None, None
 
     def __enter__(self) -> "LocalCluster":
         import ray
         from ray.cluster_utils import Cluster
 
+        # `Cluster` records its head in `<ray temp>/ray_current_cluster`, where a plain `ray.init()` looks
+        # for the cluster to join. In a temp folder of its own (short: socket paths stay < 107 characters),
+        # a cluster killed before its clean-up cannot make later `ray.init()` calls on this machine hang.
+        self._temp_dir = tempfile.mkdtemp(prefix="mc", dir="/tmp")
+        self._saved_tmpdir = os.environ.get("RAY_TMPDIR")
+        os.environ["RAY_TMPDIR"] = self._temp_dir
         self._cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": self.head_cpus, "object_store_memory": self.object_store_bytes,
             "include_dashboard": True})  # the state API (`actor_nodes`) is served by the dashboard
@@ -239,8 +258,16 @@ class LocalCluster:
         import ray
 
         ray.shutdown()
-        if self._cluster is not None:
-            self._cluster.shutdown()
+        try:
+            if self._cluster is not None:
+                self._cluster.shutdown()
+        finally:
+            if self._saved_tmpdir is None:
+                os.environ.pop("RAY_TMPDIR", None)
+            else:
+                os.environ["RAY_TMPDIR"] = self._saved_tmpdir
+            if self._temp_dir:
+                shutil.rmtree(self._temp_dir, ignore_errors=True)
 
 
 class ActorWatch:
@@ -298,17 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="verb", required=True)
     run = sub.add_parser("run", help="run a command against a local S3 server and Ray cluster")
     run.add_argument("command", nargs=argparse.REMAINDER)
-    demo = sub.add_parser("demo", help="run the main job on the embedded default")
-    demo.add_argument("--output-dir", default="demo-output", help="where the results are copied to")
     args = parser.parse_args(argv)
-    if args.verb == "run":
-        command = args.command[1:] if args.command[:1] == ["--"] else args.command
-        if not command:
-            parser.error("run needs a command after --")
-        return run_with_stack(command)
-    from medeid.demo import run_demo
-
-    return run_demo(args.output_dir)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("run needs a command after --")
+    return run_with_stack(command)
 
 
 if __name__ == "__main__":

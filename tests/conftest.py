@@ -7,9 +7,28 @@ import pytest
 
 from medeid import storage
 from medeid.devstack import LocalS3
+from medeid.raycluster import forget_dead_record
+from tests import budgets
 
 # Set before Ray starts, so its workers inherit them.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def pytest_configure(config):
+    # A plugin, not hooks of this conftest: a conftest's hooks do not see session-scoped fixtures set up.
+    if not config.pluginmanager.is_registered(budgets):
+        config.pluginmanager.register(budgets, "medeid-time-budgets")
+
+
+def pytest_sessionstart(session):
+    # A cluster killed with an earlier run (its test timed out) may have left its record behind; every
+    # `ray.init()` with no address would then hang on it. Multi-node clusters keep their record in a
+    # temp folder of their own (devstack.LocalCluster), so this is for what older runs left.
+    forget_dead_record()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    forget_dead_record()
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +57,7 @@ def ray_session(s3):
     """A local Ray instance (2 CPUs) that sees the S3 server through the environment."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2,
              log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()

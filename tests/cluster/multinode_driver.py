@@ -53,7 +53,7 @@ def main() -> int:
     with LocalCluster([{"num_cpus": 2}, {"num_cpus": 2, "resources": {"gpu_node": 1}}], head_cpus=0) as cluster:
         result = {"head": cluster.head_id, "cpu_node": cluster.node_ids[0], "gpu_node": cluster.node_ids[1]}
         archive = ["jobs/anonymize_archive.py", "--input", spec["input"], "--model", spec["model"],
-                   "--detector", spec["detector"], "--secret-file", spec["secret_file"], "--batch-size", "8",
+                   "--detector", spec["detector"], "--secret-file", spec["secret_file"], "--batch-size", "4",
                    "--report-samples", "0"]
         result["archive_placed"] = run_job(cluster, [*archive, "--output", spec["placed"], "--run-id", "placed",
                                                      "--config", spec["archive_config"]], "AnonymizeFiles")

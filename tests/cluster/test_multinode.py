@@ -9,7 +9,6 @@ advertising `gpu_node` (a stand-in for a GPU), driven by `multinode_driver.py` i
 
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,14 +18,15 @@ import yaml
 from medeid import storage
 from medeid.archive.manifest import latest, read_manifest
 from medeid.synth.hospital_files import hospital_files, write_files
+from tests.budgets import fixture_budget, run_bounded
 
 ROOT = Path(__file__).resolve().parents[2]
-PHOTOS = 40
+PHOTOS = 16  # and --batch-size 4: six batches, so a node can be lost with work left on both sides
 SUMMARY = f"inputs {PHOTOS + 8} = {PHOTOS} anonymized + 0 no-face + 8 quarantined + 0 skipped"  # and 8 trouble files
 
 
 @pytest.fixture(scope="module")
-def run(s3, small_models, mema_world, write_mema_config, tmp_path_factory):
+def multinode(s3, small_models, mema_world, write_mema_config, tmp_path_factory):
     root = tmp_path_factory.mktemp("multinode")
     bucket = "s3://multinode"
     storage.make_bucket(bucket, s3.settings)
@@ -42,8 +42,8 @@ def run(s3, small_models, mema_world, write_mema_config, tmp_path_factory):
             "mema_models": mema_world["models"], "mema_output": f"{mema_world['root']}/mema-multinode",
             "mema_config": mema_config}
     (root / "spec.json").write_text(json.dumps(spec))
-    driver = subprocess.run([sys.executable, "tests/cluster/multinode_driver.py", root / "spec.json",
-                             root / "result.json"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    driver = run_bounded([sys.executable, "tests/cluster/multinode_driver.py", root / "spec.json", root / "result.json"],
+                         fixture_budget("multinode"), cwd=ROOT)
     assert driver.returncode == 0, driver.stdout[-3000:] + driver.stderr[-3000:]
     return {"result": json.loads((root / "result.json").read_text()), "spec": spec, "files": files,
             "settings": s3.settings}
@@ -53,16 +53,16 @@ def finished_rows(manifest: str, settings) -> dict[str, tuple]:
     return {r["input_key"]: (r["status"], r["output_sha256"]) for r in latest(read_manifest(manifest, settings)).to_pylist()}
 
 
-def test_the_archive_jobs_actors_run_only_on_the_gpu_node(run):
-    result = run["result"]
+def test_the_archive_jobs_actors_run_only_on_the_gpu_node(multinode):
+    result = multinode["result"]
     placed = result["archive_placed"]
     assert placed["returncode"] == 0, placed["output"]
     assert placed["nodes"] == [result["gpu_node"]]
     assert SUMMARY in placed["output"]
 
 
-def test_build_mema_generates_only_on_the_gpu_node(run):
-    result = run["result"]
+def test_build_mema_generates_only_on_the_gpu_node(multinode):
+    result = multinode["result"]
     mema = result["mema_placed"]
     assert mema["returncode"] == 0, mema["output"]
     assert mema["nodes"] == [result["gpu_node"]]
@@ -70,15 +70,15 @@ def test_build_mema_generates_only_on_the_gpu_node(run):
     assert sampled and int(sampled[2]) > 0 and int(sampled[1]) == int(sampled[2]) + int(sampled[3])
 
 
-def test_a_worker_node_lost_mid_job_loses_and_duplicates_nothing(run):
-    result, spec, settings = run["result"], run["spec"], run["settings"]
+def test_a_worker_node_lost_mid_job_loses_and_duplicates_nothing(multinode):
+    result, spec, settings = multinode["result"], multinode["spec"], multinode["settings"]
     lost = result["archive_node_lost"]
     assert lost["returncode"] == 0, lost["output"]
     assert lost["removed"] in (result["cpu_node"], result["gpu_node"])  # a worker holding an actor went away
     assert SUMMARY in lost["output"]
     undisturbed = finished_rows(spec["placed"] + "-manifest", settings)
     assert finished_rows(spec["lost"] + "-manifest", settings) == undisturbed
-    assert len(undisturbed) == len(run["files"])
+    assert len(undisturbed) == len(multinode["files"])
     for key, (status, _) in undisturbed.items():
         if status == "anonymized":
             assert storage.read_bytes(f"{spec['lost']}/{key}", settings) == \
