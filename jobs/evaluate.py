@@ -4,8 +4,11 @@
         --deid s3://bucket/models/deid --deid-without-enc-med s3://bucket/models/deid-no-med \
         --output s3://bucket/reports/deid
 
-Judged by the held-out evaluator recogniser (<models>/evaluator) and the medical model (<models>/medical).
-The output folder gets report.md (tables and PASS/FAIL bars), grid.png, privacy_utility.png and figures.json.
+Judged by the held-out evaluator recogniser (<models>/evaluator), the medical model (<models>/medical)
+and the attack suite: a periocular recogniser, an adaptive attacker per method and a pixel attacker, each
+trained on the training patients here (`medeid.evaluate.attacks`). The ideal swap (the photo's condition
+drawn on someone else) is the reference. The output folder gets report.md (tables and PASS/FAIL bars),
+grid.png, privacy_utility.png and figures.json.
 """
 
 import argparse
@@ -30,6 +33,8 @@ def main() -> int:
     parser.add_argument("--output", required=True, help="folder or S3 prefix for the report")
     parser.add_argument("--config", default="demo", help="preset name or YAML file")
     parser.add_argument("--max-photos", type=int, help="evaluate only the first N held-out photos")
+    parser.add_argument("--max-train-photos", type=int, help="train the attackers on the first N training photos")
+    parser.add_argument("--no-attacks", action="store_true", help="skip the attack suite (full-face evaluator only)")
     args = parser.parse_args()
     config = load_config(args.config)
     settings = config.storage.settings()
@@ -40,7 +45,8 @@ def main() -> int:
     deid_uris = {MAIN: args.deid, **({ABLATION: args.deid_without_enc_med} if args.deid_without_enc_med else {})}
     figures, grid = evaluate_deid(args.archive, deid_uris, args.evaluator or join(args.models, "evaluator"),
                                   join(args.models, "medical"), settings=settings, held_out=config.deid.held_out,
-                                  max_photos=args.max_photos)
+                                  max_photos=args.max_photos, max_train_photos=args.max_train_photos,
+                                  attacks=not args.no_attacks)
     report = render_report(figures, grid, args.output, settings)
     print(summary(figures), flush=True)
     print(f"[evaluate] report: {report}", flush=True)

@@ -67,7 +67,10 @@ LOOK_AT = [("archive/contact_sheet.png", "archive"), ("archive/samples.png", "ar
            ("models/generator/samples.png", "generator"), ("mema/strategies.png", "mema"), ("mema/card", "mema/card"),
            ("mema/run.json", "mema"), ("models/deid/samples.png", "deid"), ("evaluation", "evaluation"),
            ("hospital-files-anonymized-report", "archive-job/report"),
-           ("hospital-files-anonymized-manifest", "archive-job/manifest"), ("serve-check", "serve")]
+           ("hospital-files-anonymized-manifest", "archive-job/manifest"), ("serve-check", "serve"),
+           # The trained models, so a user can anonymize their own folder right after (README).
+           *((f"models/{name}", f"models/{name}")
+             for name in ("deid", "detector", "recognizer", "evaluator", "medical"))]
 
 
 def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
@@ -112,6 +115,7 @@ def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
     print(f"[demo]   {local / 'mema' / 'strategies.png'}        txt2img vs img2img vs inpainting, same conditions")
     print(f"[demo]   {local / 'generator' / 'samples.png'}      what the fine-tuned generator draws")
     print(f"[demo]   {local / 'archive' / 'contact_sheet.png'}  the synthetic patients it learnt from")
+    print(f"[demo]   {local / 'models'}                     the trained models (deid, detector, recognisers, medical)")
     return 0
 
 

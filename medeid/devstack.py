@@ -193,7 +193,7 @@ class RayHead:
 
     def stop(self) -> None:
         # `ray start --block` shuts its node down cleanly on Ctrl-C (SIGTERM leaves it hanging).
-        _stop(self._process, signal.SIGINT, grace_s=30)
+        _stop(self._process, signal.SIGINT, grace_s=10)
         if self._temp_dir:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
 

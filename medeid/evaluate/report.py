@@ -1,9 +1,11 @@
 """The MedSem-DeID evaluation written up, into a folder (local or `s3://bucket/prefix`):
 
-    report.md            the methods table, the quality bars with PASS/FAIL, the data and the models
-    grid.png             a few held-out photos as every method leaves them
-    privacy_utility.png  re-identification against disease accuracy and Dice ratios and face distance, one point a method
-    figures.json         every number of `medeid.evaluate.deid.evaluate_methods`
+    report.md            the methods table, every attacker under both protocols, the quality bars with
+                         PASS/FAIL, the data and the models
+    grid.png             a few held-out photos as every method leaves them (the ideal swap among them)
+    privacy_utility.png  re-identification by the worst attacker against disease accuracy, Dice and
+                         face distance, one point a method
+    figures.json         every number of `medeid.evaluate.figures.evaluate_methods`
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from medeid import codecs, storage
-from medeid.evaluate.deid import ACCURACY_RATIO_BAR, DICE_RATIO_BAR, ORIGINAL, PSNR_CAP, REID_BAR, Grid
+from medeid.evaluate.figures import ACCURACY_RATIO_BAR, DICE_RATIO_BAR, ORIGINAL, PSNR_CAP, REID_BAR
+from medeid.evaluate.grid import Grid
+from medeid.evaluate.privacy import ATTACKERS, BAR_PROTOCOL, PROTOCOLS_SHORT, privacy_bars, swap_bar, worst
 from medeid.synth.contact_sheet import image_grid
 
 REPORT, GRID, PLOT, FIGURES = "report.md", "grid.png", "privacy_utility.png", "figures.json"
@@ -62,17 +66,70 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 
 def _methods_table(f: dict) -> list[str]:
-    header = ["method", "re-id %", "disease accuracy ratio", "Dice ratio", "face distance", "recovery PSNR (dB)",
-              "recovery SSIM", "wrong-password re-id %", "two-password identities differ %"]
-    o = f[ORIGINAL]
-    rows = [["originals (reference)", _pct(o["reidentification_rate"]), _num(o["disease_accuracy_ratio"]),
-             _num(o["dice_ratio"]), _num(o.get("face_distance")), "", "", "", ""]]
+    header = ["method", "full-face re-id %", "worst attacker re-id % (other photos)", "disease accuracy ratio",
+              "laterality ratio", "Dice ratio", "face distance", "seam", "recovery PSNR (dB)", "recovery SSIM",
+              "wrong-password re-id %", "two-password identities differ %"]
+    o, attacks = f[ORIGINAL], (f.get("privacy") or {}).get("attacks", {})
+
+    def worst_cell(name: str) -> str:
+        if name not in attacks:
+            return "n/a"
+        attacker, value = worst(attacks[name])
+        return f"{_pct(value)} ({attacker})"
+
+    rows = [["originals (reference)", _pct(o["reidentification_rate"]), "", _num(o["disease_accuracy_ratio"]),
+             _num(o.get("laterality_accuracy_ratio")), _num(o["dice_ratio"]), _num(o.get("face_distance")),
+             _num(o.get("seam"), 2), "", "", "", ""]]
     for name, m in f["methods"].items():
-        rows.append([f"**{name}**" if name == f["main"] else name, _pct(m["reidentification_rate"]),
-                     _num(m["disease_accuracy_ratio"]), _num(m["dice_ratio"]), _num(m.get("face_distance")), _psnr(m),
-                     _num(m.get("recovery_ssim"), 4), _pct(m.get("wrong_password_reidentification_rate")),
-                     _pct(m.get("two_password_differ"))])
+        rows.append([f"**{name}**" if name == f["main"] else name, _pct(m["reidentification_rate"]), worst_cell(name),
+                     _num(m["disease_accuracy_ratio"]), _num(m.get("laterality_accuracy_ratio")), _num(m["dice_ratio"]),
+                     _num(m.get("face_distance")), _num(m.get("seam"), 2), _psnr(m), _num(m.get("recovery_ssim"), 4),
+                     _pct(m.get("wrong_password_reidentification_rate")), _pct(m.get("two_password_differ"))])
     return _table(header, rows)
+
+
+def _attack_tables(f: dict) -> list[str]:
+    """One table a protocol: every method against every attacker, with chance and the label oracle."""
+    privacy = f.get("privacy")
+    if not privacy:
+        return ["The attack suite was not run."]
+    attacks, references = privacy["attacks"], privacy["references"]
+    lines = []
+    for protocol, title in PROTOCOLS_SHORT.items():
+        verdict = protocol == BAR_PROTOCOL  # the bars hold on this protocol: say who passes them all
+
+        def row(label: str, figures: dict) -> list:
+            cells = [label] + [_pct(figures.get(a, {}).get(protocol)) for a in ATTACKERS]
+            if verdict:
+                failed = [b for b in privacy_bars(figures, attacks.get("ideal swap", {})) if not b["passed"]]
+                cells.append("PASS" if not failed else f"FAIL ({len(failed)})")
+            return cells
+
+        rows = [row("originals (the attackers' strength)", privacy["originals"])]
+        rows += [row(f"**{name}**" if name == f["main"] else name, figures) for name, figures in attacks.items()]
+        rows += [row(f"{name}, after a wrong password", figures)
+                 for name, figures in privacy.get("wrong password", {}).items()]
+        for name, by_protocol in references.items():
+            rows.append([f"*{name}*"] + [_pct(by_protocol[protocol])] * len(ATTACKERS) + [""] * verdict)
+        if verdict and "ideal swap" in attacks:
+            rows.append(["*bar for a manifestation-keeping method*"]
+                        + [f"≤ {_pct(swap_bar(a, attacks['ideal swap']))}" for a in ATTACKERS] + [""])
+        header = ["method", *ATTACKERS] + (["every attacker's bar"] if verdict else [])
+        lines += [f"### Gallery: {title}", ""] + _table(header, rows) + [""]
+    training = privacy["training"]
+    lines += [
+        f"Every attacker learnt on the {training['patients']} training patients' {training['photos']} photos only "
+        f"and is never used to train or select a model. The **periocular** recogniser: a small CNN on the band "
+        f"around the eyes, cosine softmax, {training['periocular_epochs']} epochs on the originals. The "
+        f"**adaptive** attacker: the same CNN trained for {training['adaptive_epochs']} epochs on the method's own "
+        "outputs for the training patients (under the attacker's own passwords), matched against the originals "
+        "and against its own de-identified copies of the gallery. The **pixel** attacker: the nearest original "
+        "by the raw pixels of the eye band (it finds copies). The **label oracle** knows only disease, laterality "
+        "and severity and picks at random among the gallery patients who share them: diagnoses are "
+        "quasi-identifiers. The **ideal swap** draws the photo's exact condition and photo conditions on someone "
+        "else: no manifestation-keeping method can do better, so each attacker's bar is its own figure on the "
+        "ideal swap + 3 points (at least 5 %).", ""]
+    return lines
 
 
 def _models_table(f: dict) -> list[str]:
@@ -91,6 +148,7 @@ def _markdown(f: dict, pictures: list[str]) -> str:
         "## Methods", "",
     ]
     lines += _methods_table(f)
+    lines += ["", "## Attacks", ""] + _attack_tables(f)
     lines += [
         "", f"Originals, for context: disease accuracy {_num(o['disease_accuracy'])}, tumour Dice "
         f"{_num(o['tumour_dice'])}, re-identification {_pct(o['reidentification_rate'])} (each photo's own "
@@ -102,6 +160,10 @@ def _markdown(f: dict, pictures: list[str]) -> str:
         "held-out originals hits the same patient. A photo in which the evaluator finds no face is not re-identified.",
         "- **ratios**: the medical model's disease accuracy, and its mean lesion Dice over tumour photos, on the "
         "de-identified photos divided by the same on the originals. Baselines get the true lesion masks.",
+        "- **worst attacker**: the highest re-identification by any attacker of the suite below, with only the "
+        "patient's other photos in the gallery; **laterality ratio**: the medical model's laterality accuracy, "
+        "de-identified over originals; **seam**: the colour step across the border of the eye region over the "
+        "step beside it (the originals' own figure is the reference; a pasted band shows as more).",
         "- **face distance**: Fréchet distance between the evaluator's embeddings of the method's photos and of the "
         "originals (FID's statistic on a face recogniser's features; lower: more like face photos). It tells a "
         "plausible face from a box that keeps only the eyes, which is private and medically useful but no face.",
@@ -137,6 +199,15 @@ def _privacy_utility_png(f: dict) -> bytes:
     distance. A legend names the points (labels beside them collide: several baselines sit at the
     same corner)."""
     points = {"originals": f[ORIGINAL], **f["methods"]}
+    privacy = f.get("privacy")
+    # Privacy on the worst attacker where the suite ran (only the patient's other photos in the gallery).
+    worst_of = {"originals": privacy["originals"], **privacy["attacks"]} if privacy else {}
+
+    def reid(name: str, m: dict) -> float:
+        return worst(worst_of[name])[1] if name in worst_of else m["reidentification_rate"]
+
+    xlabel = ("re-identification by the worst attacker, % (other photos; lower is more private)" if privacy
+              else "re-identification rate, % (lower is more private)")
     colours = dict(zip(points, ["grey", "tab:red", "tab:orange", "tab:blue", "tab:green", "black", "tab:purple",
                                 "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]))
     figure = Figure(figsize=(18, 5), layout="constrained")
@@ -150,10 +221,10 @@ def _privacy_utility_png(f: dict) -> bytes:
         for name, m in points.items():
             if m.get(key) is not None:
                 main = name == f["main"]
-                axes.scatter([100 * m["reidentification_rate"]], [m[key]], color=colours.get(name, "tab:gray"),
+                axes.scatter([100 * reid(name, m)], [m[key]], color=colours.get(name, "tab:gray"),
                              marker="*" if main else "o", s=220 if main else 60, zorder=3, label=name,
                              edgecolors="white", linewidths=0.5)
-        axes.set_xlabel("re-identification rate, % (lower is more private)")
+        axes.set_xlabel(xlabel)
         axes.set_xlim(-5, 105)
         axes.grid(alpha=0.3)
         if bar is None:  # no bar: lower is more like the original face photos

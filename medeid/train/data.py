@@ -26,7 +26,7 @@ def load_photos(batch: pa.Table, *, root: str, size: int, with_masks: bool,
                 classes: dict[str, int] | None = None, settings: storage.S3Settings | None = None) -> dict:
     """Ray Data map_batches: metadata rows -> decoded, centre-cropped images and integer labels.
 
-    Writes: image (N, size, size, 3) uint8, patient_id, label (index in `classes`, -1 if absent),
+    Writes: image (N, size, size, 3) uint8, patient_id, photo_id, label (index in `classes`, -1 if absent),
     disease, laterality, severity (int64), and mask (N, size, size) uint8 when `with_masks`.
     """
     rows = batch.to_pylist()
@@ -43,6 +43,7 @@ def load_photos(batch: pa.Table, *, root: str, size: int, with_masks: bool,
     out = {
         "image": np.stack(images),
         "patient_id": np.array([r["patient_id"] for r in rows]),
+        "photo_id": np.array([r["photo_id"] for r in rows]),
         "label": np.array([(classes or {}).get(r["patient_id"], -1) for r in rows], dtype=np.int64),
         "disease": np.array([DISEASES.index(r["disease"]) for r in rows], dtype=np.int64),
         "laterality": np.array([LATERALITIES.index(r["laterality"]) for r in rows], dtype=np.int64),

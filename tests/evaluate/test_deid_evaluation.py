@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from medeid import storage
-from medeid.evaluate.deid import (ABLATION, MAIN, ORIGINAL, PSNR_CAP, GridPicker, HeldOut, MethodOutputs, Grid,
-                                  dominated_by, evaluate_deid, evaluate_methods, frechet_distance, quality_bars, recovery_quality,
-                                  reidentification_rate)
+from medeid.evaluate.deid import evaluate_deid
+from medeid.evaluate.figures import (ABLATION, IDEAL_SWAP, MAIN, ORIGINAL, PSNR_CAP, HeldOut, MethodOutputs,
+                                     dominated_by, evaluate_methods, frechet_distance, quality_bars,
+                                     recovery_quality, reidentification_rate)
+from medeid.evaluate.grid import Grid, GridPicker
+from medeid.evaluate.privacy import ATTACKERS, BAR_PROTOCOL, PERIOCULAR
 from medeid.evaluate.report import FIGURES, GRID, PLOT, REPORT, render_report, summary
 from medeid.synth.conditions import DISEASES, PERIOCULAR_TUMOUR
 
@@ -127,7 +130,7 @@ def test_bars_fail_where_figures_miss_them():
     main = {**figures_of(0.06, 0.9, None), "recovery_psnr": 29.0, "recovery_ssim": 0.99,
             "wrong_password_reidentification_rate": 0.05, "two_password_differ": None}
     failed = {b["measure"] for b in quality_bars({MAIN: main, "blur": figures_of(0.9, 0.1, 0.1)}) if not b["passed"]}
-    assert failed == {"re-identification rate", "disease accuracy ratio", "lesion Dice ratio",
+    assert failed == {"re-identification, full-face evaluator (own original in the gallery)", "disease accuracy ratio", "lesion Dice ratio",
                       "recovery PSNR (right password)", "two passwords, same photo: identities differ"}
 
 
@@ -156,15 +159,16 @@ def test_render_report_writes_the_tables_plots_and_numbers(tmp_path):
 
     assert {p.name for p in (tmp_path / "eval").iterdir()} == {REPORT, GRID, PLOT, FIGURES}
     text = storage.read_bytes(report).decode()
-    assert "| **MedSem-DeID** | 25.0% | 0.750 |" in text
-    assert "| blur | 100.0% | 0.250 |" in text and "originals (reference)" in text
-    assert "| re-identification rate | <= 5% | 25.0% | FAIL |" in text
+    assert "| **MedSem-DeID** | 25.0% | n/a | 0.750 |" in text
+    assert "| blur | 100.0% | n/a | 0.250 |" in text and "originals (reference)" in text
+    assert "| re-identification, full-face evaluator (own original in the gallery) | <= 5% | 25.0% | FAIL |" in text
+    assert "The attack suite was not run." in text
     assert "| recovery PSNR (right password) | >= 30 dB | exact (∞) | PASS |" in text
     assert "abc123" in text and "some FAIL" in text
     assert json.loads((tmp_path / "eval" / FIGURES).read_text())["methods"][MAIN]["reidentification_rate"] == 0.25
     for name in (GRID, PLOT):
         assert (tmp_path / "eval" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "FAIL  re-identification rate: 25.0%" in summary(figures)
+    assert "FAIL  re-identification, full-face evaluator (own original in the gallery): 25.0%" in summary(figures)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,26 +207,39 @@ def test_evaluate_deid_end_to_end_on_untrained_models(untrained_world, s3):
     models = untrained_world["models"]
     figures, grid = evaluate_deid(untrained_world["archive"], {MAIN: str(models / "deid"),
                                                                ABLATION: str(models / "deid-no-med")},
-                                  str(models / "evaluator"), str(models / "medical"), batch_size=4)
+                                  str(models / "evaluator"), str(models / "medical"), batch_size=4,
+                                  periocular_epochs=2, adaptive_epochs=1)
 
     patients = untrained_world["metadata"]["patient_id"].to_pylist()
     held_out = [p for p in patients if split_of(p) == "test"]
     assert figures["photos"] == len(held_out) and figures["patients"] == len(set(held_out))
     assert figures[ORIGINAL]["reidentification_rate"] == 1.0  # each original finds itself
-    assert list(figures["methods"]) == [MAIN, ABLATION, "blur", "pixelate", "black box", "eyes-kept box"]
+    assert list(figures["methods"]) == [MAIN, ABLATION, "blur", "pixelate", "black box", "eyes-kept box", IDEAL_SWAP]
     for name in (MAIN, ABLATION):
         m = figures["methods"][name]
         # The right password opens every seal (a JPEG of the face: close, not exact); a wrong one none.
         assert m["recovered"] == 1.0 and m["wrong_password_refused"] == 1.0
         assert 25 < m["recovery_psnr"] < PSNR_CAP and 0.9 < m["recovery_ssim"] < 1
         assert m["two_password_differ"] is not None
-    assert len(figures["bars"]) == 8 and figures["models"][MAIN]["version"] != "untracked"
+    privacy = figures["privacy"]
+    assert set(privacy["attacks"]) == set(figures["methods"]) and set(privacy["wrong password"]) == {MAIN, ABLATION}
+    for name, attacked in privacy["attacks"].items():  # every attacker, both protocols (black box: no copies)
+        assert set(attacked) == set(ATTACKERS), name
+        assert all(0 <= attacked[a][p] <= 1 for a in attacked for p in ("own", "others"))
+    assert privacy["training"]["photos"] > 0 and 0 < privacy["references"]["label oracle"][BAR_PROTOCOL] <= 1
+    assert privacy["strength"]["periocular"] == privacy["originals"][PERIOCULAR][BAR_PROTOCOL]
+    assert privacy["originals"]["pixel"]["own"] == 1.0  # every original is its own nearest copy
+    measures = [b["measure"] for b in figures["bars"]]
+    assert sum("periocular" in m for m in measures) >= 2 and any("wrong password" in m for m in measures)
+    assert figures["models"][MAIN]["version"] != "untracked"
     assert grid.columns and list(grid.rows)[:5] == [ORIGINAL, MAIN, "recovered (right password)",
                                                     "recovered (wrong password)", f"{MAIN}, another password"]
+    assert IDEAL_SWAP in grid.rows
     assert {len(images) for images in grid.rows.values()} == {len(grid.columns)}
 
     report = render_report(figures, grid, f"{untrained_world['root']}/eval", s3.settings)
-    assert "| beats every baseline" in storage.read_bytes(report, s3.settings).decode()
+    text = storage.read_bytes(report, s3.settings).decode()
+    assert "| beats every baseline" in text and "### Gallery: other photos only" in text and "*label oracle*" in text
 
 
 def test_a_box_that_keeps_the_eyes_but_is_no_face_does_not_dominate_a_face():

@@ -1,0 +1,38 @@
+"""The ideal swap: a photo's exact condition and photo conditions drawn on somebody else.
+
+The renderer draws the photo again with everything but the person kept: disease, laterality,
+severity, the lesion's shape and place, pose, gaze, light, background and camera. Only the identity
+(face, skin, eyes, iris, brows, moles, hair...) is another one, drawn afresh for every photo, of the
+patient's age and sex. No manifestation-preserving method can do better, so it is the reference
+every privacy figure is printed beside, and what an attacker who learns the manifestations can
+still find.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medeid.models.identity import centred_crop
+from medeid.synth.cohort import patient_from_row, photo_nuisance
+from medeid.synth.identity import Identity, sample_identity
+from medeid.synth.render import render
+
+IDEAL_SWAP_SEED = 90_210  # its own stream: no patient of any cohort is drawn from it
+
+
+def swap_identity(row: dict, seed: int = IDEAL_SWAP_SEED) -> Identity:
+    """Another person, of the row's age and sex, different for every photo."""
+    rng = np.random.default_rng([seed, int(row["cohort_seed"]), int(row["patient_index"]), int(row["photo_index"])])
+    return sample_identity(rng, int(row["age"]), str(row["sex"]))
+
+
+def ideal_swap(row: dict, size: int, seed: int = IDEAL_SWAP_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """(image uint8 (size, size, 3), lesion mask bool (size, size)) of the row's photo on another person,
+    cropped as the archive's photos are read (`centred_crop`). The row needs the synthetic world's
+    columns (cohort_seed, patient_index, photo_index) and its labels."""
+    if row.get("cohort_seed") is None or row.get("patient_index") is None:
+        raise ValueError(f"photo {row.get('photo_id')!r} is not from the synthetic world: it cannot be re-rendered")
+    patient = patient_from_row(row)
+    rendered = render(swap_identity(row, seed), patient.condition, photo_nuisance(row), int(row.get("width") or size))
+    mask = centred_crop(rendered.lesion_mask.astype(np.uint8) * 255, size) > 127
+    return centred_crop(rendered.image, size), mask
