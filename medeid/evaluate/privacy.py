@@ -104,9 +104,8 @@ def swap_bar(attacker: str, ideal: dict[str, dict[str, float]]) -> float:
     """The bar of a manifestation-keeping method against `attacker`: max(5 %, the ideal swap + 3 points)."""
     if attacker == FULL_FACE:
         return FULL_FACE_BAR
-    reference = ideal.get(attacker if attacker != ADAPTIVE_COPIES else ADAPTIVE, {}).get(BAR_PROTOCOL)
-    if attacker == ADAPTIVE_COPIES and ADAPTIVE_COPIES in ideal:
-        reference = ideal[ADAPTIVE_COPIES][BAR_PROTOCOL]
+    fallback = ADAPTIVE if attacker == ADAPTIVE_COPIES else attacker  # a method without copies of its own
+    reference = ideal.get(attacker, ideal.get(fallback, {})).get(BAR_PROTOCOL)
     return max(FLOOR_BAR, (reference or 0.0) + SWAP_MARGIN)
 
 
