@@ -98,14 +98,14 @@ def _attack_tables(f: dict) -> list[str]:
     for protocol, title in PROTOCOLS_SHORT.items():
         verdict = protocol == BAR_PROTOCOL  # the bars hold on this protocol: say who passes them all
 
-        def row(label: str, figures: dict) -> list:
+        def row(label: str, figures: dict, judged: bool = True) -> list:
             cells = [label] + [_pct(figures.get(a, {}).get(protocol)) for a in ATTACKERS]
             if verdict:
                 failed = [b for b in privacy_bars(figures, attacks.get("ideal swap", {})) if not b["passed"]]
-                cells.append("PASS" if not failed else f"FAIL ({len(failed)})")
+                cells.append("" if not judged else "PASS" if not failed else f"FAIL ({len(failed)})")
             return cells
 
-        rows = [row("originals (the attackers' strength)", privacy["originals"])]
+        rows = [row("originals (the attackers' strength)", privacy["originals"], judged=False)]
         rows += [row(f"**{name}**" if name == f["main"] else name, figures) for name, figures in attacks.items()]
         rows += [row(f"{name}, after a wrong password", figures)
                  for name, figures in privacy.get("wrong password", {}).items()]
@@ -206,7 +206,7 @@ def _privacy_utility_png(f: dict) -> bytes:
     def reid(name: str, m: dict) -> float:
         return worst(worst_of[name])[1] if name in worst_of else m["reidentification_rate"]
 
-    xlabel = ("re-identification by the worst attacker, % (other photos; lower is more private)" if privacy
+    xlabel = ("worst attacker's re-identification, %\n(other photos only; lower is more private)" if privacy
               else "re-identification rate, % (lower is more private)")
     colours = dict(zip(points, ["grey", "tab:red", "tab:orange", "tab:blue", "tab:green", "black", "tab:purple",
                                 "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]))
