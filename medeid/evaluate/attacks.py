@@ -38,7 +38,7 @@ BAND_SHAPE = (24, 56)  # (rows, columns) the attackers see
 PIXEL_SHAPE = (12, 28)  # the pixel attacker's comparison, coarse enough to survive re-encoding
 COPY_MAD = 4.0  # mean absolute difference (0..255) of eye bands below which one is a copy of the other
 PROTOCOLS = ("own", "others")
-PROTOCOL_NAMES = {"own": "own original in the gallery", "others": "only the patient's other photos"}
+PROTOCOL_NAMES = {"own": "own original in the gallery", "others": "other photos only"}
 
 
 def eye_band(images: np.ndarray, shape: tuple[int, int] = BAND_SHAPE) -> np.ndarray:
@@ -49,6 +49,11 @@ def eye_band(images: np.ndarray, shape: tuple[int, int] = BAND_SHAPE) -> np.ndar
     cols = slice(round(BAND_COLUMNS[0] * size), round(BAND_COLUMNS[1] * size))
     return np.stack([cv2.resize(i[rows, cols], shape[::-1], interpolation=cv2.INTER_AREA) for i in images]
                     ).astype(np.float32) if len(images) else np.zeros((0, *shape, 3), np.float32)
+
+
+def eye_band_bytes(images: np.ndarray) -> np.ndarray:
+    """The eye bands as an attacker keeps them: uint8 (N, rows, cols, 3)."""
+    return np.rint(eye_band(images)).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,6 +122,14 @@ def cosine_scores(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
 def pixel_vectors(images: np.ndarray) -> np.ndarray:
     """The pixel attacker's view: the eye band, coarse, flattened (0..255)."""
     return eye_band(images, PIXEL_SHAPE).reshape(len(images), -1)
+
+
+def band_pixels(bands: np.ndarray) -> np.ndarray:
+    """The pixel attacker's view of stored eye bands (`eye_band_bytes`), as `pixel_vectors` of photos."""
+    if not len(bands):
+        return np.zeros((0, 1), np.float32)
+    return np.stack([cv2.resize(b, PIXEL_SHAPE[::-1], interpolation=cv2.INTER_AREA) for b in bands]
+                    ).reshape(len(bands), -1).astype(np.float32)
 
 
 def pixel_scores(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from medeid import storage
-from medeid.evaluate.attacks import eye_band, train_recogniser
+from medeid.evaluate.attacks import eye_band_bytes, train_recogniser
 from medeid.evaluate.figures import (
     ABLATION,
     IDEAL_SWAP,
@@ -58,10 +58,6 @@ ATTACKER_SWAP_SEED = IDEAL_SWAP_SEED + 1  # the attacker's own ideal swaps: othe
 PERIOCULAR_EPOCHS, ADAPTIVE_EPOCHS = 20, 12
 
 
-def bands(images: np.ndarray) -> np.ndarray:
-    return np.rint(eye_band(images)).astype(np.uint8)
-
-
 @dataclass
 class Judges:
     """The models that judge de-identified photos: the held-out recogniser and the medical model."""
@@ -79,7 +75,7 @@ class Judges:
         return MethodOutputs(self.embed(images), classified["disease"].argmax(1).numpy(),
                              np.array([dice(p, t) for p, t in zip(segmented, masks)], np.float64),
                              predicted_laterality=classified["laterality"].argmax(1).numpy(),
-                             bands=bands(images), seam=seam_steps(images))
+                             bands=eye_band_bytes(images), seam=seam_steps(images))
 
 
 def photo_keys(patients: np.ndarray, images: np.ndarray) -> list[str]:
@@ -113,7 +109,7 @@ def judge_medsem_deid(model: MedSemDeID, judges: Judges, images: np.ndarray, mas
     judged = judges.judge(deidentified, masks)
     outputs = replace(judged, psnr=psnr, ssim=ssim, recovered=recovery.recovered,
                       wrong_password_vectors=judges.embed(attacked), wrong_password_refused=refused,
-                      wrong_password_bands=bands(attacked), copies=bands(second),
+                      wrong_password_bands=eye_band_bytes(attacked), copies=eye_band_bytes(second),
                       two_password_cosine=(judged.vectors * judges.embed(second)).sum(1))
     pictures = {"de-identified": deidentified, "recovered (right password)": restored,
                 "recovered (wrong password)": attacked, "another password": second}
@@ -148,7 +144,7 @@ def evaluate_batch(batch: dict, deid_models: dict[str, MedSemDeID], judges: Judg
     if rows is not None:  # judged against its own lesion: the same lesion, on the other person's eye
         swaps, swap_masks = swapped(rows, images.shape[1], with_masks=True)
         outputs[IDEAL_SWAP] = replace(judges.judge(swaps, swap_masks),
-                                      copies=bands(swapped(rows, images.shape[1], ATTACKER_SWAP_SEED)))
+                                      copies=eye_band_bytes(swapped(rows, images.shape[1], ATTACKER_SWAP_SEED)))
         pictures[IDEAL_SWAP] = swaps
     return outputs, pictures
 
@@ -206,12 +202,12 @@ def run_attacks(truth: HeldOut, original: MethodOutputs, methods: dict[str, Meth
     turns it into bars). Each attacker learns on the training patients only."""
     started = time.monotonic()
     who = truth.truth
-    periocular = train_recogniser(bands(train.images), train.patients, "originals", periocular_epochs, log=log)
+    periocular = train_recogniser(eye_band_bytes(train.images), train.patients, "originals", periocular_epochs, log=log)
     on_originals = attack_figures(who, original.probes(), original.probes(), periocular)
     attacks, wrong = {}, {}
     for name, outputs in methods.items():
-        adaptive = train_recogniser(bands(deidentified_training_photos(name, train, deid_models)), train.patients,
-                                    name, adaptive_epochs, log=None)
+        own_outputs = deidentified_training_photos(name, train, deid_models)
+        adaptive = train_recogniser(eye_band_bytes(own_outputs), train.patients, name, adaptive_epochs, log=None)
         copies = None if outputs.copies is None else replace(outputs.probes(), bands=outputs.copies)
         attacks[name] = attack_figures(who, original.probes(), outputs.probes(), periocular, adaptive, copies)
         if outputs.wrong_password_bands is not None:
@@ -219,9 +215,9 @@ def run_attacks(truth: HeldOut, original: MethodOutputs, methods: dict[str, Meth
                                          adaptive, copies)
         shown = ", ".join(f"{attacker} {f[BAR_PROTOCOL]:.1%}" for attacker, f in attacks[name].items())
         log(f"[evaluate] attacks on {name}: {shown} ({time.monotonic() - started:.0f} s)")
+    found = np.linalg.norm(original.vectors, axis=1) > 0
     try:
-        tar = verification_rates(original.vectors[np.linalg.norm(original.vectors, axis=1) > 0],
-                                 truth.patients[np.linalg.norm(original.vectors, axis=1) > 0])["tar"]
+        tar = verification_rates(original.vectors[found], truth.patients[found])["tar"]
     except ValueError:  # too few photos for FAR 1e-3
         tar = None
     return {"attacks": attacks, "wrong password": wrong, "originals": on_originals, "references": references(who),

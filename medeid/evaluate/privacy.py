@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from medeid.evaluate.attacks import (
-    PIXEL_SHAPE,
+    PROTOCOL_NAMES,
     PROTOCOLS,
     Gallery,
     Recogniser,
+    band_pixels,
     chance,
     cosine_scores,
     label_oracle,
@@ -41,10 +41,6 @@ class Probes:
     bands: np.ndarray  # (N, rows, cols, 3) uint8 eye bands (`attacks.eye_band`)
     face: np.ndarray  # (N, D) evaluator embeddings; zeros where no face was found
 
-    @classmethod
-    def concatenate(cls, parts: list["Probes"]) -> "Probes":
-        return cls(np.concatenate([p.bands for p in parts]), np.concatenate([p.face for p in parts]))
-
 
 @dataclass(frozen=True)
 class Truth:
@@ -59,11 +55,6 @@ class Truth:
         return Gallery(self.patients, self.photos, self.labels)
 
 
-def _pixels(bands: np.ndarray) -> np.ndarray:
-    return np.stack([cv2.resize(b, PIXEL_SHAPE[::-1], interpolation=cv2.INTER_AREA) for b in bands]
-                    ).reshape(len(bands), -1).astype(np.float32) if len(bands) else np.zeros((0, 1), np.float32)
-
-
 def attack_figures(truth: Truth, originals: Probes, probes: Probes, periocular: Recogniser,
                    adaptive: Recogniser | None = None, copies: Probes | None = None) -> dict[str, dict[str, float]]:
     """{attacker: {protocol: top-1 re-identification}} of one method's held-out photos. `adaptive` is
@@ -74,7 +65,7 @@ def attack_figures(truth: Truth, originals: Probes, probes: Probes, periocular: 
         FULL_FACE: (cosine_scores(probes.face, originals.face), found),
         PERIOCULAR: (cosine_scores(periocular.embed_bands(probes.bands), periocular.embed_bands(originals.bands)),
                      None),
-        PIXEL: (pixel_scores(_pixels(probes.bands), _pixels(originals.bands)), None),
+        PIXEL: (pixel_scores(band_pixels(probes.bands), band_pixels(originals.bands)), None),
     }
     if adaptive is not None:
         queries = adaptive.embed_bands(probes.bands)
@@ -119,12 +110,9 @@ def privacy_bars(method: dict[str, dict[str, float]], ideal: dict[str, dict[str,
             continue
         limit, value = swap_bar(attacker, ideal), method[attacker][BAR_PROTOCOL]
         rule = f"<= {limit:.1%}" + ("" if attacker == FULL_FACE else " (max(5 %, ideal swap + 3 points))")
-        bars.append({"measure": f"re-identification{what}, {attacker} ({PROTOCOLS_SHORT[BAR_PROTOCOL]})",
+        bars.append({"measure": f"re-identification{what}, {attacker} ({PROTOCOL_NAMES[BAR_PROTOCOL]})",
                      "bar": rule, "value": value, "unit": "%", "passed": bool(value <= limit + 1e-9)})
     return bars
-
-
-PROTOCOLS_SHORT = {"own": "own original in the gallery", "others": "other photos only"}
 
 
 # ---------------------------------------------------------------------------------------------

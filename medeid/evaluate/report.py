@@ -18,9 +18,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from medeid import codecs, storage
+from medeid.evaluate.attacks import PROTOCOL_NAMES
 from medeid.evaluate.figures import ACCURACY_RATIO_BAR, DICE_RATIO_BAR, ORIGINAL, PSNR_CAP, REID_BAR
 from medeid.evaluate.grid import Grid
-from medeid.evaluate.privacy import ATTACKERS, BAR_PROTOCOL, PROTOCOLS_SHORT, privacy_bars, swap_bar, worst
+from medeid.evaluate.privacy import ATTACKERS, BAR_PROTOCOL, privacy_bars, swap_bar, worst
 from medeid.synth.contact_sheet import image_grid
 
 REPORT, GRID, PLOT, FIGURES = "report.md", "grid.png", "privacy_utility.png", "figures.json"
@@ -95,7 +96,7 @@ def _attack_tables(f: dict) -> list[str]:
         return ["The attack suite was not run."]
     attacks, references = privacy["attacks"], privacy["references"]
     lines = []
-    for protocol, title in PROTOCOLS_SHORT.items():
+    for protocol, title in PROTOCOL_NAMES.items():
         verdict = protocol == BAR_PROTOCOL  # the bars hold on this protocol: say who passes them all
 
         def row(label: str, figures: dict, judged: bool = True) -> list:

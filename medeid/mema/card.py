@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from medeid import codecs, schema, storage
-from medeid.mema.statistics import AGE_BANDS, CohortStatistics, age_band, total_variation
+from medeid.mema.statistics import AGE_BANDS, CohortStatistics, age_band, share, total_variation
 from medeid.synth.contact_sheet import image_grid
 
 CONDITIONS, SHARDS, REJECTIONS, AUDIT, STATISTICS, CARD = (
@@ -126,15 +126,10 @@ def _read_images(fs, paths: list[str], sample_ids: list[str], columns: list[str]
 # The figures
 
 
-def _share(values: list[str]) -> dict[str, float]:
-    counts = Counter(values)
-    return {value: counts[value] / len(values) for value in sorted(counts)}
-
-
 def _distributions(table: pa.Table) -> dict[str, dict[str, float]]:
     """P(age band), P(sex), P(disease) of condition-carrying rows; empty dicts for no rows."""
-    return {"age": _share([age_band(int(a)) for a in table["age"].to_pylist()]),
-            "sex": _share(table["sex"].to_pylist()), "disease": _share(table["disease"].to_pylist())}
+    return {"age": share([age_band(int(a)) for a in table["age"].to_pylist()]),
+            "sex": share(table["sex"].to_pylist()), "disease": share(table["disease"].to_pylist())}
 
 
 def _cohort_distributions(cohort: CohortStatistics | None) -> dict[str, dict[str, float]] | None:

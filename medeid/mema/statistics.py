@@ -57,7 +57,8 @@ def _patient_row(row: dict) -> dict:
             "presentation": presentation_key(row["laterality"], row["severity"], list(row["findings"]))}
 
 
-def _distribution(values: list[str]) -> dict[str, float]:
+def share(values: list) -> dict[str, float]:
+    """Each value's share of `values`, by value."""
     counts = Counter(values)
     return {k: counts[k] / len(values) for k in sorted(counts)}
 
@@ -84,8 +85,8 @@ def cohort_statistics(archive_root: str, settings: storage.S3Settings | None = N
     presentations = {d: {k: v / sum(table.values()) for k, v in sorted(table.items())}
                      for d, table in sorted(presentations.items())}
     bands, sexes, diseases, _ = zip(*labels.values()) if labels else ((), (), (), ())
-    return CohortStatistics(patients=len(labels), p_age=_distribution(list(bands)), p_sex=_distribution(list(sexes)),
-                            p_disease=_distribution(list(diseases)), presentations=presentations)
+    return CohortStatistics(patients=len(labels), p_age=share(list(bands)), p_sex=share(list(sexes)),
+                            p_disease=share(list(diseases)), presentations=presentations)
 
 
 def total_variation(p: dict[str, float], q: dict[str, float]) -> float:

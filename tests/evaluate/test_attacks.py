@@ -12,7 +12,7 @@ from medeid.evaluate.attacks import (
     PROTOCOLS,
     Gallery,
     chance,
-    eye_band,
+    eye_band_bytes,
     label_oracle,
     pixel_copies,
     pixel_scores,
@@ -41,10 +41,6 @@ from medeid.synth.swap import ideal_swap
 SIZE, PATIENTS, PHOTOS, TRAIN = 96, 60, 4, 40
 
 
-def bands(images: np.ndarray) -> np.ndarray:
-    return np.rint(eye_band(images)).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def world():
     rows = cohort_rows(PATIENTS, PHOTOS, seed=5)
@@ -57,13 +53,13 @@ def world():
     truth = Truth(patients[held], np.array([r["photo_id"] for r in rows])[held],
                   np.array([f"{r['disease']}/{r['laterality']}/{r['severity']}" for r in rows])[held])
     swaps = np.stack([ideal_swap(r, SIZE)[0] for r, h in zip(rows, held) if h])
-    periocular = train_recogniser(bands(images[train]), patients[train], epochs=20, log=None)
+    periocular = train_recogniser(eye_band_bytes(images[train]), patients[train], epochs=20, log=None)
     return {"rows": rows, "images": images, "patients": patients, "train": train, "held": held, "truth": truth,
             "swaps": swaps, "periocular": periocular}
 
 
 def probes(images: np.ndarray) -> Probes:
-    return Probes(bands(images), np.zeros((len(images), 4), np.float32))  # no full-face attacker here
+    return Probes(eye_band_bytes(images), np.zeros((len(images), 4), np.float32))  # no full-face attacker here
 
 
 def test_protocols_and_references_on_hand_made_scores():
