@@ -1,6 +1,6 @@
-"""Train MedSem-DeID on an archive's patients, drawing new identities from MeMa faces, and save it.
+"""Train MedSem-DeID on a synthetic-world archive's patients, on pairs the renderer draws, and save it.
 
-    ray job submit -- python jobs/train_deid.py --archive s3://bucket/archive --mema s3://bucket/mema \
+    ray job submit -- python jobs/train_deid.py --archive s3://bucket/archive \
         --models s3://bucket/models --output s3://bucket/models/deid
 
 <models> holds medical/ (Enc_med, frozen here) and recognizer/ (the training recogniser). The model
@@ -22,7 +22,6 @@ from medeid.train.deid import train_deid
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archive", required=True, help="archive root with metadata/ and photos/")
-    parser.add_argument("--mema", help="a MeMa build: its released faces are the donor bank (deid.donors: mema)")
     parser.add_argument("--models", required=True, help="folder or S3 prefix with medical/ and recognizer/")
     parser.add_argument("--output", required=True, help="folder or S3 prefix for the trained model")
     parser.add_argument("--runs", help="checkpoint storage (default <models>/runs)")
@@ -37,7 +36,7 @@ def main() -> int:
 
     init_ray()
     started = time.monotonic()
-    figures = train_deid(args.archive, args.mema, args.models, args.output, args.runs or join(args.models, "runs"),
+    figures = train_deid(args.archive, args.models, args.output, args.runs or join(args.models, "runs"),
                          args.name, config.deid, config.storage.settings())
     print(f"[train_deid] {(time.monotonic() - started) / 60:.1f} min; held-out identity cosine "
           f"{figures['heldout_identity_cosine']:.3f}, disease agreement {figures['heldout_disease_agreement']:.3f}; "

@@ -139,6 +139,8 @@ class MemaConfig:
 class DeidConfig:
     """MedSem-DeID: the network, its losses' weights and its training (`jobs/train_deid.py`).
 
+    Training needs donors the renderer can draw again (`donors: synthetic`) and an archive from the
+    synthetic world: each target is a training photo's condition and pose drawn on a donor.
     Recovery needs no loss: the original face is sealed under the password into the output and
     restored exactly by the ID-decryptor (`medeid.models.deid.payload`), whatever the network does.
     """
@@ -148,17 +150,14 @@ class DeidConfig:
     key_dim: int = 128
     encryptor_blocks: int = 2
     use_enc_med: bool = True  # False trains the ablation without medical semantics
-    donors: str = "mema"  # where new identities come from: mema (a MeMa build) | synthetic (see models/deid/donors.py)
     donor_count: int = 256  # at most this many donor faces in the model
+    pairs_per_photo: int = 2  # training targets drawn per photo, each on another donor (medeid.train.deid)
     # Loss weights.
-    identity_weight: float = 2.0  # the output's embedding away from the input's (training recogniser)
-    diversity_weight: float = 2.0  # two passwords, two identities
-    medical_weight: float = 1.5  # Enc_med features, classifier outputs and lesion mask of output = input's
-    realism_weight: float = 1.0  # the output's image gradients those of real faces (no seams, natural texture)
-    anchor_weight: float = 0.5  # the new face stays near its donor
-    kept_area_weight: float = 1.0  # the share of the photo kept from the patient costs this much
-    identity_margin: float = 0.3  # cosine to the input the output must get below
-    diversity_batch: int = 4  # photos a step drawn under a second password
+    paired_weight: float = 1.0  # L1 to the target: the donor drawn with the photo's condition, gaze and lids
+    eye_weight: float = 4.0  # the eye region counts this much more in the paired losses: the signs live there
+    edge_weight: float = 1.0  # L1 of image gradients to the target's: sharp lids, lesion borders, no seams
+    warp_weight: float = 0.5  # the warped donor alone near the target: the flow learns where eyes look
+    medical_weight: float = 0.5  # Enc_med's reading of the output = the target's features, the input's findings
     epochs: int = 6
     batch_size: int = 16  # per worker
     lr: float = 2e-3

@@ -120,22 +120,24 @@ def privacy_bars(method: dict[str, dict[str, float]], ideal: dict[str, dict[str,
 
 
 def seam_steps(images: np.ndarray) -> np.ndarray:
-    """(N, 2) per photo: the mean colour step across the four sides of the eye region (where today's
-    designs keep the patient's pixels), and the same step across lines a few pixels outside it, where
-    no border runs."""
+    """(N, 2) per photo: the mean colour step across the four sides of the eye region (where a design
+    that keeps the patient's eyes pastes them), and the same step across lines further out, where no
+    border runs. Each step spans a few pixels either side of its line, so a feathered border (blended
+    over a few pixels, a step that no single pair of neighbours shows) counts in full."""
     if not len(images):
         return np.zeros((0, 2), np.float32)
     size = images.shape[1]
     x = images.astype(np.float32)
     top, bottom = round(EYE_ROWS[0] * size), round(EYE_ROWS[1] * size)
     left, right = round(EYE_COLUMNS[0] * size), round(EYE_COLUMNS[1] * size)
-    gap = max(3, round(0.04 * size))
+    span = max(2, round(0.04 * size))
+    gap = 3 * span
 
-    def across_row(row: int) -> np.ndarray:  # between rows row-1 and row, along the region's width
-        return np.abs(x[:, row, left:right] - x[:, row - 1, left:right]).mean((1, 2))
+    def across_row(row: int) -> np.ndarray:  # between rows row-span-1 and row+span, along the region's width
+        return np.abs(x[:, row + span, left:right] - x[:, row - span - 1, left:right]).mean((1, 2))
 
     def across_column(col: int) -> np.ndarray:
-        return np.abs(x[:, top:bottom, col] - x[:, top:bottom, col - 1]).mean((1, 2))
+        return np.abs(x[:, top:bottom, col + span] - x[:, top:bottom, col - span - 1]).mean((1, 2))
 
     border = (across_row(top) + across_row(bottom) + across_column(left) + across_column(right)) / 4
     outside = (across_row(top - gap) + across_row(bottom + gap) + across_column(left - gap)

@@ -10,12 +10,21 @@ still find.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from medeid.models.identity import centred_crop
 from medeid.synth.cohort import patient_from_row, photo_nuisance
 from medeid.synth.identity import Identity, sample_identity
+from medeid.synth.nuisance import Nuisance
 from medeid.synth.render import render
+
+# What a donor swap takes from the photo besides its condition: where the eyes look and how open they
+# are (strabismus and ptosis are read against them). The head's place, turn and expression, the light
+# and the camera stay the donor's: the target is the donor's own frontal photo with the patient's
+# manifestations, so the network redraws the eyes on a face it is given, sharp, and need not move it.
+PHOTO_FIELDS = ("gaze_x", "gaze_y", "eye_openness")
 
 IDEAL_SWAP_SEED = 90_210  # its own stream: no patient of any cohort is drawn from it
 
@@ -26,13 +35,31 @@ def swap_identity(row: dict, seed: int = IDEAL_SWAP_SEED) -> Identity:
     return sample_identity(rng, int(row["age"]), str(row["sex"]))
 
 
+def _synthetic_patient(row: dict):
+    if row.get("cohort_seed") is None or row.get("patient_index") is None:
+        raise ValueError(f"photo {row.get('photo_id')!r} is not from the synthetic world: it cannot be re-rendered")
+    return patient_from_row(row)
+
+
+def donor_swap(row: dict, identity: Identity, camera: Nuisance, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`identity`'s photo under `camera` with the row's condition, gaze and lid opening (`PHOTO_FIELDS`):
+    MedSem-DeID's paired training target for a donor: (image uint8 (size, size, 3), lesion mask bool),
+    cropped as the archive's photos are read."""
+    patient = _synthetic_patient(row)
+    photo = photo_nuisance(row)
+    nuisance = dataclasses.replace(camera, **{name: getattr(photo, name) for name in PHOTO_FIELDS})
+    return _cropped(render(identity, patient.condition, nuisance, int(row.get("width") or size)), size)
+
+
+def _cropped(rendered, size: int) -> tuple[np.ndarray, np.ndarray]:
+    mask = centred_crop(rendered.lesion_mask.astype(np.uint8) * 255, size) > 127
+    return centred_crop(rendered.image, size), mask
+
+
 def ideal_swap(row: dict, size: int, seed: int = IDEAL_SWAP_SEED) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8 (size, size, 3), lesion mask bool (size, size)) of the row's photo on another person,
     cropped as the archive's photos are read (`centred_crop`). The row needs the synthetic world's
     columns (cohort_seed, patient_index, photo_index) and its labels."""
-    if row.get("cohort_seed") is None or row.get("patient_index") is None:
-        raise ValueError(f"photo {row.get('photo_id')!r} is not from the synthetic world: it cannot be re-rendered")
-    patient = patient_from_row(row)
-    rendered = render(swap_identity(row, seed), patient.condition, photo_nuisance(row), int(row.get("width") or size))
-    mask = centred_crop(rendered.lesion_mask.astype(np.uint8) * 255, size) > 127
-    return centred_crop(rendered.image, size), mask
+    patient = _synthetic_patient(row)
+    return _cropped(render(swap_identity(row, seed), patient.condition, photo_nuisance(row),
+                           int(row.get("width") or size)), size)

@@ -1,28 +1,33 @@
-"""Train MedSem-DeID with Ray Train (DDP) on an archive's photos, drawing identities from MeMa faces.
+"""Train MedSem-DeID with Ray Train (DDP) on pairs from the synthetic world.
 
-Each step de-identifies a batch under random keys and donors and minimises (weights in `DeidConfig`):
-- identity: the training recogniser's cosine between output and input, above `identity_margin`;
-- diversity: the same photos under a second key: cosine between the two outputs above the margin;
-- medical: the frozen medical model on output vs input: Enc_med features (MSE), disease, laterality
-  and severity distributions (KL) and the lesion mask (BCE to the input's soft mask);
-- realism: the output's image gradients against those of real faces (the patient where kept, the
-  donor where replaced), which forbids seams and foreign texture; plus a light colour anchor to the donor;
-- kept area: the share of the photo kept from the patient, so the gate keeps what the diagnosis
-  needs and no more.
-The recogniser used here is the pipeline's; the held-out evaluator never is (DESIGN §2).
-Every `eval_every` epochs rank 0 measures held-out photos and writes a sample grid (original,
-de-identified, recovered, wrong password) beside the run's checkpoints.
+Each training photo comes with `pairs_per_photo` targets: the photo's condition, gaze and lid
+opening drawn by the renderer on a donor of the model's bank (`medeid.synth.swap.donor_swap`), the donor picked as
+the API picks it (among those of the nearest skin tones). The network sees the photo and the
+donor's face and learns to draw the target; each step minimises (weights in `DeidConfig`):
+- paired: L1 between output and target, and between their image gradients (edges: lids, lesion
+  borders; a seam or a pasted patch is a gradient the target lacks), the eye region weighted up;
+- warp: the warped donor alone against the target, so the flow learns what to move;
+- medical: the frozen Enc_med on output vs target (features, where the eyes are) and vs input
+  (disease, laterality, severity distributions, KL; lesion mask, BCE).
+No identity loss: the target is another person by construction, and nothing is kept from the patient
+but the lesion. The training recogniser only measures the held-out photos; the held-out evaluator
+is never used here (DESIGN §2). Every `eval_every` epochs rank 0 measures held-out photos and
+writes a sample grid (original, de-identified, recovered, wrong password) beside the checkpoints.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import ray.data
 import ray.train
 import ray.train.torch
 import torch
@@ -31,12 +36,14 @@ import torch.nn.functional as F
 from medeid import storage
 from medeid.config import DeidConfig
 from medeid.models.deid.api import MedSemDeID
-from medeid.models.deid.model import DeidNetConfig, MedSemDeIDNet, donor_bank
-from medeid.models.medical import MedicalNet
+from medeid.models.deid.donors import SyntheticDonor, synthetic_donor
+from medeid.models.deid.model import DONOR_CHOICES, DeidNetConfig, MedSemDeIDNet, donor_bank, skin_tone
+from medeid.models.medical import MedicalNet, eye_region
 from medeid.models.recognizer import INPUT_SIZE, load_torch_recognizer
-from medeid.models.deid.donors import donor_images
+from medeid.pipelines.synthetic_archive import METADATA
 from medeid.synth.contact_sheet import image_grid
-from medeid.train.data import archive_dataset, patient_ids_by_split
+from medeid.synth.swap import donor_swap
+from medeid.train.data import archive_dataset, load_photos, patient_ids_by_split, split_of
 from medeid.train.harness import read_state, run_training, train_epochs
 
 GRID_PHOTOS = 6
@@ -51,60 +58,73 @@ def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
 
 
-def medical_loss(medical: MedicalNet, band_y: torch.Tensor, reference: dict, where: torch.Tensor) -> torch.Tensor:
-    """How far the medical model's reading of the output is from its reading of the input.
+def medical_loss(medical: MedicalNet, band_y: torch.Tensor, target: dict, source: dict,
+                 where: torch.Tensor) -> torch.Tensor:
+    """How far the medical model's reading of the output is from what it should be.
 
-    Features are compared where the manifestation lies (`where`, the eye region, at the features'
-    resolution): elsewhere in the band they describe hair and cheeks, which are identity, not diagnosis.
-    """
+    Features are compared with the target's (the same condition on the donor) where the eyes are:
+    the input's would carry the patient's own eyes. The findings and the lesion mask are compared
+    with the input's, what the photo shows."""
     out = medical(band_y)
     weight = F.interpolate(where, size=out["features"].shape[-2:], mode="area")
-    loss = ((out["features"] - reference["features"]) ** 2 * weight).mean() / weight.mean()
+    loss = ((out["features"] - target["features"]) ** 2 * weight).mean() / weight.mean()
     for head in ("disease", "laterality", "severity"):
-        loss = loss + F.kl_div(out[head].log_softmax(1), reference[head].softmax(1), reduction="batchmean")
-    return loss + F.binary_cross_entropy_with_logits(out["mask"], torch.sigmoid(reference["mask"]))
+        loss = loss + F.kl_div(out[head].log_softmax(1), source[head].softmax(1), reduction="batchmean")
+    return loss + F.binary_cross_entropy_with_logits(out["mask"], torch.sigmoid(source["mask"]))
 
 
-def deid_loss(net: MedSemDeIDNet, model, recognizer, images: torch.Tensor, cfg: dict,
-              generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+def deid_loss(net: MedSemDeIDNet, model, batch: dict, cfg: dict, generator: torch.Generator
+              ) -> tuple[torch.Tensor, dict]:
     """The weighted training loss of one batch and its parts. `model` is `net`, maybe DDP-wrapped."""
-    x = to_model_input(images)
-    n, k = len(x), min(cfg["diversity_batch"], len(x))
-    # The first k photos a second time under another key and donor, in the same forward: DDP allows
-    # one forward per backward.
-    keys = F.normalize(torch.randn(n + k, cfg["key_dim"], generator=generator), dim=1).to(x.device)
-    # Donors as the API picks them: a key's choice among the donors of the nearest skin tones.
-    choices = net.donor_choices(images).cpu()
-    pick = torch.randint(choices.shape[1], (n,), generator=generator)
-    other = (pick[:k] + torch.randint(1, max(2, choices.shape[1]), (k,), generator=generator)) % choices.shape[1]
-    donors = torch.cat([choices[torch.arange(n), pick], choices[torch.arange(k), other]]).to(x.device)
-    donor = net.donor_images(donors)
-    out = model(torch.cat([x, x[:k]]), keys, donor)
-    y, y2, gate, donor, face = out["y"][:n], out["y"][n:], out["gate"][:n], donor[:n], out["face"][:n]
+    x, target = to_model_input(batch["image"]), to_model_input(batch["target"])
+    keys = F.normalize(torch.randn(len(x), cfg["key_dim"], generator=generator), dim=1).to(x.device)
+    out = model(x, keys, net.donor_images(batch["donor"].to(net.donors.device)))
+    y = out["y"]
+    eyes = torch.from_numpy(eye_region(x.shape[-1])).to(x.device)[None, None]
+    weight = (1 + cfg["eye_weight"] * eyes) / (1 + cfg["eye_weight"] * float(eyes.mean()))  # mean 1
+
+    def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return ((a - b).abs() * weight[..., :a.shape[-2], :a.shape[-1]]).mean()
+
+    (y_rows, y_cols), (t_rows, t_cols) = image_gradients(y), image_gradients(target)
+    parts = {"paired": l1(y, target), "edges": l1(y_rows, t_rows) + l1(y_cols, t_cols),
+             "warp": l1(out["warped"], target)}
     with torch.no_grad():
-        e_x = F.normalize(recognizer(recognizer_input(x)))
         # The forward's own reading of x when it made one (the ablation's does not).
-        reading = out["reading"] or net.medical(net.medical_band(x))
-        reference = {name: value[:n].detach() for name, value in reading.items()}
-    e_all = F.normalize(recognizer(recognizer_input(out["y"])))
-    e_y, e_y2 = e_all[:n], e_all[n:]
-    parts = {"identity": F.relu((e_y * e_x).sum(1) - cfg["identity_margin"]).mean(),
-             "diversity": F.relu((e_y[:k] * e_y2).sum(1) - cfg["identity_margin"]).mean()}
-
-    parts["medical"] = medical_loss(net.medical, net.medical_band(y), reference, net.medical_band(net.eye_prior))
-
-    kept = 1 - gate.detach()
-    (x_rows, x_cols), (d_rows, d_cols), (y_rows, y_cols) = map(image_gradients, (x, donor, y))
-    parts["realism"] = (F.l1_loss(y_rows, kept[..., 1:, :] * x_rows + (1 - kept[..., 1:, :]) * d_rows)
-                        + F.l1_loss(y_cols, kept[..., :, 1:] * x_cols + (1 - kept[..., :, 1:]) * d_cols))
-    parts["anchor"] = F.l1_loss(face, donor)
-    parts["kept_area"] = (1 - gate).mean()
-
-    weights = {"identity": cfg["identity_weight"], "diversity": cfg["diversity_weight"],
-               "medical": cfg["medical_weight"], "realism": cfg["realism_weight"], "anchor": cfg["anchor_weight"],
-               "kept_area": cfg["kept_area_weight"]}
+        source = out["reading"] or net.medical(net.medical_band(x))
+        source = {name: value.detach() for name, value in source.items()}
+        reference = net.medical(net.medical_band(target))
+    parts["medical"] = medical_loss(net.medical, net.medical_band(y), reference, source, net.medical_band(eyes))
+    weights = {"paired": cfg["paired_weight"], "edges": cfg["edge_weight"], "warp": cfg["warp_weight"],
+               "medical": cfg["medical_weight"]}
     total = sum(weights[name] * value for name, value in parts.items())
     return total, {name: float(value.detach()) for name, value in parts.items()}
+
+
+def load_pairs(batch: pa.Table, *, root: str, size: int, donors: list[SyntheticDonor], donor_skin: np.ndarray,
+               pairs: int, seed: int, settings: storage.S3Settings | None = None) -> dict:
+    """Ray Data map_batches: metadata rows -> `pairs` rows a photo: image, donor (index), target."""
+    photos = load_photos(batch, root=root, size=size, with_masks=False, settings=settings)
+    distance = torch.cdist(skin_tone(torch.from_numpy(photos["image"])), torch.from_numpy(donor_skin))
+    choices = distance.argsort(dim=1)[:, :min(DONOR_CHOICES, len(donors))].numpy()
+    images, picked, targets = [], [], []
+    for row, image, options in zip(batch.to_pylist(), photos["image"], choices):
+        rng = np.random.default_rng([seed, int.from_bytes(hashlib.sha256(row["photo_id"].encode()).digest()[:8])])
+        for donor in rng.choice(options, size=min(pairs, len(options)), replace=False):
+            images.append(image), picked.append(int(donor))
+            targets.append(donor_swap(row, donors[donor].identity, donors[donor].camera, size)[0])
+    return {"image": np.stack(images), "donor": np.array(picked, np.int64), "target": np.stack(targets)}
+
+
+def paired_dataset(root: str, size: int, donors: list[SyntheticDonor], donor_skin: np.ndarray, cfg: DeidConfig,
+                   settings: storage.S3Settings | None = None) -> ray.data.Dataset:
+    """The training patients' photos with their targets, drawn once (the renderer is the slow part)."""
+    fs, path = storage.filesystem(storage.join(root, METADATA), settings)
+    return (ray.data.read_parquet(path, filesystem=fs)
+            .filter(lambda row: split_of(row["patient_id"], cfg.held_out) == "train")
+            .map_batches(load_pairs, batch_size=16, batch_format="pyarrow",
+                         fn_kwargs={"root": root, "size": size, "donors": donors, "donor_skin": donor_skin,
+                                    "pairs": cfg.pairs_per_photo, "seed": cfg.seed, "settings": settings}))
 
 
 def to_model_input(images: torch.Tensor) -> torch.Tensor:
@@ -152,7 +172,7 @@ def train_loop_per_worker(config: dict) -> None:
     eval_images = config["eval_images"]
 
     def train_step(model, batch):
-        loss, parts = deid_loss(net, model, recognizer, batch["image"], config, generator)
+        loss, parts = deid_loss(net, model, batch, config, generator)
         return loss
 
     def evaluate(model, test, epoch) -> dict:
@@ -164,7 +184,8 @@ def train_loop_per_worker(config: dict) -> None:
     # Only the trainable parameters: Enc_med is frozen, and the donor bank needs no syncing each step.
     train_epochs(net, lambda params: torch.optim.AdamW([p for p in params if p.requires_grad], lr=config["lr"],
                                                        weight_decay=1e-4),
-                 config, train_step, evaluate, {"image": torch.uint8}, "train_deid",
+                 config, train_step, evaluate, {"image": torch.uint8, "donor": torch.int64, "target": torch.uint8},
+                 "train_deid",
                  ddp_kwargs={"forward_sync_buffers": False})
 
 
@@ -174,19 +195,25 @@ def net_config(cfg: DeidConfig, medical: MedicalNet, donors: int) -> DeidNetConf
                          medical=dataclasses.asdict(medical.config), donors=donors)
 
 
-def train_deid(archive_root: str, mema_uri: str | None, models_uri: str, output_uri: str, runs_uri: str, name: str,
+def train_deid(archive_root: str, models_uri: str, output_uri: str, runs_uri: str, name: str,
                cfg: DeidConfig, settings: storage.S3Settings | None = None,
                fail_after_epoch: int | None = None) -> dict:
-    """Train on the archive's training patients with MeMa donors; save the model to `output_uri`.
+    """Train on the archive's training patients, targets drawn on synthetic donors; save the model to `output_uri`.
 
     `models_uri` holds `medical/` (Enc_med, frozen) and `recognizer/` (a pack with torch weights)."""
     medical_uri, recognizer_uri = storage.join(models_uri, "medical"), storage.join(models_uri, "recognizer")
     medical = MedicalNet.from_uri(medical_uri, settings)
-    donors = donor_bank(donor_images(cfg.donors, size=cfg.image_size, count=cfg.donor_count, mema_uri=mema_uri,
-                                     seed=cfg.seed, settings=settings), cfg.image_size).numpy()
-    n_train = len(patient_ids_by_split(archive_root, cfg.held_out, settings)["train"])
-    datasets = {split: archive_dataset(archive_root, split, cfg.image_size, settings=settings, held_out=cfg.held_out)
-                .select_columns(["image"]).materialize() for split in ("train", "test")}
+    people = [synthetic_donor(i, cfg.seed) for i in range(cfg.donor_count)]
+    donors = donor_bank([person.face(cfg.image_size) for person in people], cfg.image_size)
+    n_train = len(patient_ids_by_split(archive_root, cfg.held_out, settings)["train"]) * cfg.pairs_per_photo
+    started = time.monotonic()
+    datasets = {"train": paired_dataset(archive_root, cfg.image_size, people, skin_tone(donors).numpy(), cfg,
+                                        settings).materialize(),
+                "test": archive_dataset(archive_root, "test", cfg.image_size, settings=settings,
+                                        held_out=cfg.held_out).select_columns(["image"]).materialize()}
+    print(f"[train_deid] {datasets['train'].count()} training pairs drawn in {time.monotonic() - started:.0f} s",
+          flush=True)
+    donors = donors.numpy()
     eval_images = np.concatenate([b["image"] for b in datasets["test"].limit(cfg.eval_photos)
                                   .iter_batches(batch_size=cfg.eval_photos, batch_format="numpy")])
     run = storage.join(runs_uri, name)
@@ -200,10 +227,10 @@ def train_deid(archive_root: str, mema_uri: str | None, models_uri: str, output_
     metrics = dict(result.metrics)
     net = MedSemDeIDNet(net_config(cfg, medical, len(donors)), torch.from_numpy(donors))
     net.load_state_dict(read_state(result.checkpoint)["model"])
-    figures = {**metrics, "train_photos": n_train, "donors": len(donors), "donor_source": cfg.donors, "archive": archive_root, "mema": mema_uri,
+    figures = {**metrics, "train_pairs": n_train, "donors": len(donors), "archive": archive_root,
                "config": dataclasses.asdict(cfg)}
     with tempfile.TemporaryDirectory() as directory:
-        net.save(directory, {"trained_on": archive_root, "donors": cfg.donors, "mema": mema_uri})
+        net.save(directory, {"trained_on": archive_root, "donors": "synthetic"})
         (Path(directory) / "metrics.json").write_text(json.dumps(figures, indent=1))
         grid = sample_grid(net.eval(), eval_images)
         (Path(directory) / "samples.png").write_bytes(grid)

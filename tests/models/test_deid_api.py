@@ -92,16 +92,17 @@ def test_pixels_outside_the_face_are_the_photos_own_bit_for_bit(model):
     assert psnr(model.recover([anonymized], "pw", landmarks=[landmarks]).images[0], big) >= 30
 
 
-def test_the_eyes_are_kept_and_the_rest_drawn_from_the_keys_donor_before_any_training(model):
-    original = faces(1)[0]
-    out = model.deidentify_crops(original[None], [derive_model_key("pw")])[0].astype(int)
-    choices = model.net.donor_choices(torch.from_numpy(original[None]))[0]
+def test_before_any_training_the_face_is_the_keys_donor_eyes_included(model):
+    """Nothing of the patient's eye region is kept by design: the new face is the donor's, whole."""
+    original = faces(1)[0].astype(int)
+    out = model.deidentify_crops(original[None].astype(np.uint8), [derive_model_key("pw")])[0].astype(int)
+    choices = model.net.donor_choices(torch.from_numpy(original[None].astype(np.uint8)))[0]
     donor = model.net.donors[choices[donor_choice(derive_model_key("pw"), len(choices))]].numpy().astype(int)
-    eyes = (slice(round((EYE_ROWS[0] + 0.03) * SIZE), round((EYE_ROWS[1] - 0.03) * SIZE)),
-            slice(round((EYE_COLUMNS[0] + 0.03) * SIZE), round((EYE_COLUMNS[1] - 0.03) * SIZE)))
+    eyes = (slice(round(EYE_ROWS[0] * SIZE), round(EYE_ROWS[1] * SIZE)),
+            slice(round(EYE_COLUMNS[0] * SIZE), round(EYE_COLUMNS[1] * SIZE)))
     chin = (slice(round(0.85 * SIZE), SIZE), slice(None))
-    assert np.abs(out[eyes] - original[eyes]).mean() < 3  # the manifestation's region: the patient's
-    assert np.abs(out[chin] - donor[chin]).mean() < 3  # elsewhere: the donor's face
+    assert np.abs(out[eyes] - donor[eyes]).mean() < np.abs(out[eyes] - original[eyes]).mean() / 3
+    assert np.abs(out[chin] - donor[chin]).mean() < 3
 
 
 def test_photos_must_be_uint8_rgb(model):
@@ -109,7 +110,10 @@ def test_photos_must_be_uint8_rgb(model):
         model.deidentify([np.zeros((64, 64), np.uint8)], "pw")
 
 
-def test_what_the_medical_segmenter_marks_as_lesion_is_kept_and_the_ablation_keeps_only_the_eyes():
+def test_the_patients_pixels_can_be_kept_only_where_the_medical_segmenter_marks_lesion():
+    """A gate that keeps all it may (as if trained to): with Enc_med it keeps the segmented lesion (here
+    the whole band: a segmenter that sees lesion everywhere) and nothing beyond; the ablation without
+    Enc_med has no segmenter and keeps nothing."""
     torch.manual_seed(0)
     medical = MedicalNet(MedicalNetConfig(image_size=SIZE, widths=(8, 16, 24, 32))).eval()
     torch.nn.init.constant_(medical.mask_head.bias, 20.0)  # a segmenter that sees lesion everywhere in its band
@@ -121,11 +125,13 @@ def test_what_the_medical_segmenter_marks_as_lesion_is_kept_and_the_ablation_kee
         net = MedSemDeIDNet(DeidNetConfig(image_size=SIZE, widths=(8, 16, 16), medical=asdict(medical.config),
                                           donors=len(donors), use_enc_med=use_enc_med), donors)
         net.medical.load_state_dict(medical.state_dict())
+        torch.nn.init.constant_(net.head.bias[3:], 20.0)  # the gate open wherever it is allowed
         outputs[use_enc_med] = MedSemDeID(net).deidentify_crops(original[None], [derive_model_key("pw")])[0]
     band = (slice(top + 2, end - 2), slice(2, SIZE - 2))
-    below_eyes = (slice(round((EYE_ROWS[1] + 0.04) * SIZE), end - 2), slice(2, SIZE - 2))
+    chin = (slice(round(0.9 * SIZE), SIZE), slice(None))
     assert np.abs(outputs[True][band].astype(int) - original[band]).mean() < 2  # the whole "lesion" kept
-    assert np.abs(outputs[False][below_eyes].astype(int) - original[below_eyes]).mean() > 5  # replaced
+    assert np.abs(outputs[True][chin].astype(int) - original[chin]).mean() > 5  # beyond it, replaced
+    assert np.abs(outputs[False][band].astype(int) - original[band]).mean() > 5  # the ablation keeps nothing
 
 
 def test_a_batch_under_one_password_runs_the_kdf_once(model, monkeypatch):

@@ -33,10 +33,10 @@ def world(ray_session, s3, tmp_path_factory):
 
 def test_training_resumes_from_its_s3_checkpoint_and_saves_a_model_that_round_trips(world, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDEID_CACHE", str(tmp_path / "cache"))
-    cfg = DeidConfig(image_size=64, widths=(8, 16, 16), donors="synthetic", donor_count=8, epochs=2, batch_size=8,
+    cfg = DeidConfig(image_size=64, widths=(8, 16, 16), donor_count=8, epochs=2, batch_size=8,
                      eval_every=1, eval_photos=8)
     # One injected worker failure after the first epoch's checkpoint: the run must come back from S3.
-    figures = train_deid(world["archive"], None, f"{ROOT}/models", f"{ROOT}/models/deid", f"{ROOT}/runs", "deid-test",
+    figures = train_deid(world["archive"], f"{ROOT}/models", f"{ROOT}/models/deid", f"{ROOT}/runs", "deid-test",
                          cfg, fail_after_epoch=0)
     assert figures["start_epoch"] == 1 and figures["epoch"] == 1 and figures["step"] > 0
     assert np.isfinite(figures["loss"]) and -1 <= figures["heldout_identity_cosine"] <= 1

@@ -1,26 +1,28 @@
 """The MedSem-DeID network, after the paper's outline (its Fig. 5):
 
-    x ──image encoder──► f ─┐
-    x ──Enc_med (frozen)──► m ─┼─ concat (channels) ─► ID-encryptor (FiLM by the password's key)
-    donor ──image encoder──► d ─┘                            │
-                                    decoder (U-Net skips) ◄──┘ ─► new face t, gate g
-    y = x + g * (t - x)
+    x, donor ──image encoder──► f ─┐
+    x ──Enc_med (frozen)──────► m ─┴─ concat (channels) ─► ID-encryptor (FiLM by the password's key)
+                                                              │
+          donor, warped by a small learnt flow ◄──────────────┤
+                                decoder (U-Net skips) ◄───────┘ ─► new face t, lesion gate g
+    y = t + g * (x - t)
 
-- The image encoder sees the face crop; Enc_med is MedicalNet's encoder, frozen, run on the
-  periocular band and laid back into the crop's stride-8 grid, so every location carries "what is
-  medically here" beside "what is here".
-- The password keys two things: the ID-encryptor's FiLM vector, and which donor face, from a bank
-  of MeMa faces (synthetic, privacy-audited), the new identity is drawn around. Another password,
-  another donor and another modulation: another person. The donor is drawn among the
-  `DONOR_CHOICES` whose skin tone is nearest the patient's, so the kept eye region sits in a face
-  of a near colour (face-swap practice: one attribute shared, the person not).
-- The gate decides per pixel between the patient (kept: the manifestation) and the new face. It
-  starts by keeping the eye region and the lesion that the medical model's segmenter finds (Enc_med's
-  own reading of the photo) and is learnt within a few pixels of that: the medical losses widen
-  it, the identity losses trim it. Everything else is always the new face: hair, face shape, cheeks
-  and mouth carry identity and no diagnosis, so no loss may trade them back.
-- The new face is the donor plus a bounded, smooth correction (harmonising colour at the seams):
-  it cannot paint patterns, which is how a network fools the recogniser it is trained against.
+- The new identity is the donor's, whole: the donor's frontal face, from a bank of people who are
+  no patient, repainted by the decoder with the photo's manifestations: lid position and aperture,
+  proptosis, gaze, scleral redness, the lesion. A small flow (coarse, plus a fine one for lids and
+  irises) lets the decoder move what a condition moves rather than paint it anew. Nothing of the patient's eye region is kept: iris,
+  brows, eye shape and spacing, periocular skin are the donor's (a band of kept pixels identifies
+  the patient to an attacker who looks at the eyes: issue 18).
+- Enc_med is MedicalNet's encoder, frozen, run on the periocular band and laid back into the crop's
+  stride-8 grid, so every location carries "what is medically here" beside "what is here".
+- The gate keeps the patient's own pixels only on the lesion Enc_med's segmenter finds (a few
+  pixels around it): a lesion's look is the manifestation itself. The ablation without Enc_med has
+  no segmenter, so it keeps nothing.
+- The password keys the ID-encryptor's FiLM vector and which donor the new face is drawn from:
+  among the `DONOR_CHOICES` whose skin tone is nearest the patient's, so the new face's colour
+  suits the photo around it. Another password, another donor: another person.
+- Trained on pairs (`medeid.train.deid`): the target is the donor drawn by the synthetic world's
+  renderer with the photo's condition, gaze and lid opening (`medeid.synth.swap.donor_swap`).
 
 Reversal is not this network's job: the original face is sealed under the password into the
 output's pixels (`medeid.models.deid.payload`) and the ID-decryptor opens it (`medeid.models.deid.api`).
@@ -42,19 +44,16 @@ from torch import nn
 
 from medeid import storage
 from medeid.models.folder import read_model, save_model
-from medeid.models.medical import MedicalNet, MedicalNetConfig, eye_region
+from medeid.models.medical import MedicalNet, MedicalNetConfig
 
-FACE_CORRECTION = 0.2  # at most this far from the donor, in [-1, 1] units (a tenth of the range)
-CORRECTION_STRIDE = 32  # the correction is this coarse: lighting and colour, not texture
-LESION_MARGIN_PX = 3  # around the segmented lesion, also kept
-GATE_ZONE = 0.04  # the gate is learnt within this fraction of the crop around what is kept
+MAX_FLOW = 0.15  # the coarse warp moves donor pixels at most this far, in [-1, 1] crop units (~10 px at 128)
+MAX_FINE_FLOW = 0.05  # and the fine one (stride 2: lids and irises) this much more (~3 px at 128)
+LESION_MARGIN_PX = 3  # around the segmented lesion, the patient's pixels may be kept
+GATE_BIAS = 0.0  # the lesion gate starts half open: the paired loss opens or shuts it
 # Donors of the nearest skin tones a key chooses among: half the bank. Skin tone is an identity cue,
 # so a closer match costs privacy (a quarter of the bank: re-identification ~4.5 % instead of ~3 %).
 DONOR_CHOICES = 128
 SKIN_ROWS, SKIN_COLUMNS = (0.56, 0.7), (0.25, 0.75)  # cheeks and nose: skin in every face crop
-GATE_PRIOR = 6.0  # logit of the starting gate: sigmoid(6) = 0.998 replaced outside the eyes, kept inside
-# The region kept from the start is the medical model's `eye_region`: not the
-# face's edges, hair or background.
 
 
 @dataclass(frozen=True)
@@ -74,9 +73,9 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class ImageEncoder(nn.Module):
-    def __init__(self, widths: tuple[int, ...]):
+    def __init__(self, widths: tuple[int, ...], in_channels: int = 3):
         super().__init__()
-        channels = (3, *widths)
+        channels = (in_channels, *widths)
         self.stages = nn.ModuleList(nn.Sequential(_conv(channels[i], channels[i + 1], 2),
                                                   _conv(channels[i + 1], channels[i + 1]))
                                     for i in range(len(widths)))
@@ -105,7 +104,7 @@ class FiLMBlock(nn.Module):
 
 
 class IdEncryptor(nn.Module):
-    """Fuses image, medical and donor features, then changes identity under the key."""
+    """Fuses image and medical features, then changes identity under the key."""
 
     def __init__(self, cin: int, channels: int, key_dim: int, blocks: int):
         super().__init__()
@@ -127,15 +126,17 @@ class MedSemDeIDNet(nn.Module):
         self.medical = MedicalNet(MedicalNetConfig(**{**config.medical, "widths": tuple(config.medical["widths"])}))
         self.medical.requires_grad_(False)
         med_channels = self.medical.config.feature_channels
-        self.encoder = ImageEncoder(w)
-        self.encryptor = IdEncryptor(w[2] + med_channels + w[2], w[2], config.key_dim, config.encryptor_blocks)
+        self.encoder = ImageEncoder(w, in_channels=6)  # the photo and the donor, side by side
+        self.encryptor = IdEncryptor(w[2] + med_channels, w[2], config.key_dim, config.encryptor_blocks)
+        self.flow = nn.Conv2d(w[2], 2, 3, 1, 1)
+        self.fine_flow = nn.Conv2d(w[0], 2, 3, 1, 1)
         self.up2 = _conv(w[2] + w[1], w[1])
         self.up1 = _conv(w[1] + w[0], w[0])
-        self.full = _conv(w[0] + 6, 16)
+        self.full = nn.Sequential(_conv(w[0] + 9, 16), _conv(16, 16))
         self.head = nn.Conv2d(16, 4, 3, 1, 1)
-        nn.init.zeros_(self.head.weight)  # start as the prior composite: donor outside the eye rows
-        nn.init.zeros_(self.head.bias)
-        self.register_buffer("eye_prior", torch.from_numpy(eye_region(size))[None, None], persistent=False)
+        for layer in (self.flow, self.fine_flow, self.head):  # start as the donor, unwarped
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
         if donors is None:
             donors = torch.zeros(config.donors, size, size, 3, dtype=torch.uint8)
         self.register_buffer("donors", donors)
@@ -173,36 +174,46 @@ class MedSemDeIDNet(nn.Module):
         """The frozen medical model's reading of the band (None for the ablation without Enc_med)."""
         return self.medical(self.medical_band(x)) if self.config.use_enc_med else None
 
+    def lesion_zone(self, reading: dict[str, torch.Tensor] | None, size: int) -> torch.Tensor | None:
+        """Where the patient's pixels may stay: the segmented lesion, dilated (None without Enc_med)."""
+        if reading is None:
+            return None
+        grow = 2 * LESION_MARGIN_PX + 1
+        return F.max_pool2d(self._in_crop((reading["mask"] > 0).float()[:, None], size), grow, stride=1,
+                            padding=grow // 2)
+
+    def warp(self, donor: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        """The donor moved by a flow (N, 2, r, r) in crop units, upsampled to the donor's size."""
+        n, _, size, _ = donor.shape
+        flow = F.interpolate(flow, size=(size, size), mode="bilinear", align_corners=False)
+        identity = F.affine_grid(torch.eye(2, 3, device=donor.device)[None].expand(n, 2, 3), (n, 3, size, size),
+                                 align_corners=False)
+        return F.grid_sample(donor, identity + flow.permute(0, 2, 3, 1), padding_mode="border", align_corners=False)
+
     def forward(self, x: torch.Tensor, key: torch.Tensor, donor: torch.Tensor) -> dict[str, torch.Tensor]:
-        """x, donor: (N, 3, R, R) in [-1, 1]; key: (N, key_dim). Returns y, the new face, the gate
-        (1 = replaced), what was to be kept, and the medical reading of x (None without Enc_med)."""
+        """x, donor: (N, 3, R, R) in [-1, 1]; key: (N, key_dim). Returns y, the new face, the warped donor,
+        the gate (1 = the patient's pixel kept), the lesion zone and the medical reading of x (both None
+        without Enc_med)."""
         n, size = len(x), x.shape[-1]
         reading = self.medical_reading(x)
         if reading is None:
             features = x.new_zeros(n, self.medical.config.feature_channels, size // 8, size // 8)
-            lesion = x.new_zeros(n, 1, size, size)
-        else:  # Enc_med's features in the crop's stride-8 grid; the segmented lesion, dilated
+        else:  # Enc_med's features in the crop's stride-8 grid
             features = self._in_crop(reading["features"], size)
-            grow = 2 * LESION_MARGIN_PX + 1
-            lesion = F.max_pool2d(self._in_crop((reading["mask"] > 0).float()[:, None], size), grow, stride=1,
-                                  padding=grow // 2)
-        f1, f2, f3 = self.encoder(x)
-        d3 = self.encoder(donor)[2]
-        h = self.encryptor(torch.cat([f3, features, d3], 1), key)
+        f1, f2, f3 = self.encoder(torch.cat([x, donor], 1))
+        h = self.encryptor(torch.cat([f3, features], 1), key)
+        coarse = MAX_FLOW * torch.tanh(self.flow(h))  # at stride 8: the head's place and turn
         h = self.up2(torch.cat([F.interpolate(h, size=f2.shape[-2:], mode="bilinear"), f2], 1))
         h = self.up1(torch.cat([F.interpolate(h, size=f1.shape[-2:], mode="bilinear"), f1], 1))
-        h = self.full(torch.cat([F.interpolate(h, size=x.shape[-2:], mode="bilinear"), x, donor], 1))
+        fine = MAX_FINE_FLOW * torch.tanh(self.fine_flow(h))  # at stride 2: where lids and irises sit
+        warped = self.warp(donor, F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear") + fine)
+        h = self.full(torch.cat([F.interpolate(h, size=x.shape[-2:], mode="bilinear"), x, donor, warped], 1))
         out = self.head(h)
-        coarse = F.avg_pool2d(out[:, :3], CORRECTION_STRIDE)
-        correction = F.interpolate(torch.tanh(coarse), size=x.shape[-2:], mode="bilinear", align_corners=False)
-        face = (donor + FACE_CORRECTION * correction).clamp(-1, 1)
-        # Kept: the eye region and the lesion Enc_med's segmenter finds. Within a few pixels of it the
-        # gate is learnt (the medical losses widen it, the identity losses trim it); beyond, replaced.
-        keep = torch.maximum(self.eye_prior, lesion)
-        grow = 2 * round(GATE_ZONE * x.shape[-1]) + 1
-        zone = F.max_pool2d((keep > 0.5).float(), grow, stride=1, padding=grow // 2)
-        gate = torch.sigmoid(GATE_PRIOR * (1 - 2 * keep) + zone * out[:, 3:])
-        return {"y": x + gate * (face - x), "face": face, "gate": gate, "keep": keep, "reading": reading}
+        face = (warped + torch.tanh(out[:, :3])).clamp(-1, 1)
+        zone = self.lesion_zone(reading, size)
+        gate = x.new_zeros(n, 1, size, size) if zone is None else torch.sigmoid(out[:, 3:] + GATE_BIAS) * zone
+        return {"y": face + gate * (x - face), "face": face, "warped": warped, "gate": gate, "zone": zone,
+                "reading": reading}
 
     def save(self, directory: str | Path, metadata: dict | None = None) -> Path:
         return save_model(self, {**asdict(self.config), "metadata": metadata or {}}, directory)
