@@ -153,11 +153,12 @@ class DeidConfig:
     donor_count: int = 256  # at most this many donor faces in the model
     pairs_per_photo: int = 2  # training targets drawn per photo, each on another donor (medeid.train.deid)
     # Loss weights.
-    paired_weight: float = 1.0  # L1 to the target: the donor drawn with the photo's condition, gaze and lids
+    paired_weight: float = 1.0  # L1 to the target: the donor drawn with the photo's condition, pose and lids
     eye_weight: float = 4.0  # the eye region counts this much more in the paired losses: the signs live there
     edge_weight: float = 1.0  # L1 of image gradients to the target's: sharp lids, lesion borders, no seams
-    warp_weight: float = 0.5  # the warped donor alone near the target: the flow learns where eyes look
-    medical_weight: float = 0.5  # Enc_med's reading of the output = the target's features, the input's findings
+    warp_weight: float = 0.5  # the posed donor alone near the target
+    pose_weight: float = 1.0  # the pose head's reading of the photo's rotation, scale and shift
+    medical_weight: float = 0.01  # Enc_med's reading of the output = the target's features, the input's findings
     epochs: int = 6
     batch_size: int = 16  # per worker
     lr: float = 2e-3

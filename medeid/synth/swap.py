@@ -20,11 +20,12 @@ from medeid.synth.identity import Identity, sample_identity
 from medeid.synth.nuisance import Nuisance
 from medeid.synth.render import render
 
-# What a donor swap takes from the photo besides its condition: where the eyes look and how open they
-# are (strabismus and ptosis are read against them). The head's place, turn and expression, the light
-# and the camera stay the donor's: the target is the donor's own frontal photo with the patient's
-# manifestations, so the network redraws the eyes on a face it is given, sharp, and need not move it.
-PHOTO_FIELDS = ("gaze_x", "gaze_y", "eye_openness")
+# What a donor swap takes from the photo besides its condition: the head's in-plane pose (so the face
+# and its lesion sit where they sat), where the eyes look and how open they are (strabismus and ptosis
+# are read against them). The head's turn (yaw) and expression, the light and the camera stay the
+# donor's: the target is the donor's frontal photo moved by a similarity, which MedSem-DeID can draw
+# exactly from its bank (`medeid.models.deid.model.pose_grid`), plus the patient's manifestations.
+PHOTO_FIELDS = ("rotation", "scale", "shift_x", "shift_y", "gaze_x", "gaze_y", "eye_openness")
 
 IDEAL_SWAP_SEED = 90_210  # its own stream: no patient of any cohort is drawn from it
 
@@ -42,7 +43,7 @@ def _synthetic_patient(row: dict):
 
 
 def donor_swap(row: dict, identity: Identity, camera: Nuisance, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """`identity`'s photo under `camera` with the row's condition, gaze and lid opening (`PHOTO_FIELDS`):
+    """`identity`'s photo under `camera` with the row's condition, pose, gaze and lids (`PHOTO_FIELDS`):
     MedSem-DeID's paired training target for a donor: (image uint8 (size, size, 3), lesion mask bool),
     cropped as the archive's photos are read."""
     patient = _synthetic_patient(row)

@@ -1,12 +1,14 @@
 """Train MedSem-DeID with Ray Train (DDP) on pairs from the synthetic world.
 
-Each training photo comes with `pairs_per_photo` targets: the photo's condition, gaze and lid
-opening drawn by the renderer on a donor of the model's bank (`medeid.synth.swap.donor_swap`), the donor picked as
-the API picks it (among those of the nearest skin tones). The network sees the photo and the
+Each training photo comes with `pairs_per_photo` targets: the photo's condition, pose, gaze and
+lid opening drawn by the renderer on a donor of the model's bank (`medeid.synth.swap.donor_swap`),
+the donor picked as the API picks it (among those of the nearest skin tones). The network sees the photo and the
 donor's face and learns to draw the target; each step minimises (weights in `DeidConfig`):
 - paired: L1 between output and target, and between their image gradients (edges: lids, lesion
   borders; a seam or a pasted patch is a gradient the target lacks), the eye region weighted up;
-- warp: the warped donor alone against the target, so the flow learns what to move;
+- warp: the donor put in the photo's true pose, against the target (the decoder trains on donors
+  placed right; at inference the pose head places them); pose: the pose head's reading against the
+  photo's true pose (MSE, in units of its spread);
 - medical: the frozen Enc_med on output vs target (features, where the eyes are) and vs input
   (disease, laterality, severity distributions, KL; lesion mask, BCE).
 No identity loss: the target is another person by construction, and nothing is kept from the patient
@@ -37,11 +39,19 @@ from medeid import storage
 from medeid.config import DeidConfig
 from medeid.models.deid.api import MedSemDeID
 from medeid.models.deid.donors import SyntheticDonor, synthetic_donor
-from medeid.models.deid.model import DONOR_CHOICES, DeidNetConfig, MedSemDeIDNet, donor_bank, skin_tone
+from medeid.models.deid.model import (
+    DONOR_CHOICES,
+    POSE_SPREAD,
+    DeidNetConfig,
+    MedSemDeIDNet,
+    donor_bank,
+    skin_tone,
+)
 from medeid.models.medical import MedicalNet, eye_region
 from medeid.models.recognizer import INPUT_SIZE, load_torch_recognizer
 from medeid.pipelines.synthetic_archive import METADATA
 from medeid.synth.contact_sheet import image_grid
+from medeid.synth.cohort import photo_nuisance
 from medeid.synth.swap import donor_swap
 from medeid.train.data import archive_dataset, load_photos, patient_ids_by_split, split_of
 from medeid.train.harness import read_state, run_training, train_epochs
@@ -78,7 +88,8 @@ def deid_loss(net: MedSemDeIDNet, model, batch: dict, cfg: dict, generator: torc
     """The weighted training loss of one batch and its parts. `model` is `net`, maybe DDP-wrapped."""
     x, target = to_model_input(batch["image"]), to_model_input(batch["target"])
     keys = F.normalize(torch.randn(len(x), cfg["key_dim"], generator=generator), dim=1).to(x.device)
-    out = model(x, keys, net.donor_images(batch["donor"].to(net.donors.device)))
+    pose = batch["pose"].to(x.device)
+    out = model(x, keys, net.donor_images(batch["donor"].to(net.donors.device)), pose)
     y = out["y"]
     eyes = torch.from_numpy(eye_region(x.shape[-1])).to(x.device)[None, None]
     weight = (1 + cfg["eye_weight"] * eyes) / (1 + cfg["eye_weight"] * float(eyes.mean()))  # mean 1
@@ -87,8 +98,10 @@ def deid_loss(net: MedSemDeIDNet, model, batch: dict, cfg: dict, generator: torc
         return ((a - b).abs() * weight[..., :a.shape[-2], :a.shape[-1]]).mean()
 
     (y_rows, y_cols), (t_rows, t_cols) = image_gradients(y), image_gradients(target)
+    spread = out["pose"].new_tensor(POSE_SPREAD)
     parts = {"paired": l1(y, target), "edges": l1(y_rows, t_rows) + l1(y_cols, t_cols),
-             "warp": l1(out["warped"], target)}
+             "warp": l1(out["warped"], target),
+             "pose": F.mse_loss(out["pose"] / spread, pose / spread)}
     with torch.no_grad():
         # The forward's own reading of x when it made one (the ablation's does not).
         source = out["reading"] or net.medical(net.medical_band(x))
@@ -96,24 +109,28 @@ def deid_loss(net: MedSemDeIDNet, model, batch: dict, cfg: dict, generator: torc
         reference = net.medical(net.medical_band(target))
     parts["medical"] = medical_loss(net.medical, net.medical_band(y), reference, source, net.medical_band(eyes))
     weights = {"paired": cfg["paired_weight"], "edges": cfg["edge_weight"], "warp": cfg["warp_weight"],
-               "medical": cfg["medical_weight"]}
+               "pose": cfg["pose_weight"], "medical": cfg["medical_weight"]}
     total = sum(weights[name] * value for name, value in parts.items())
     return total, {name: float(value.detach()) for name, value in parts.items()}
 
 
 def load_pairs(batch: pa.Table, *, root: str, size: int, donors: list[SyntheticDonor], donor_skin: np.ndarray,
                pairs: int, seed: int, settings: storage.S3Settings | None = None) -> dict:
-    """Ray Data map_batches: metadata rows -> `pairs` rows a photo: image, donor (index), target."""
+    """Ray Data map_batches: metadata rows -> `pairs` rows a photo: image, donor (index), target, and
+    the photo's pose (`model.pose_grid`'s rotation, log scale, shift x, y)."""
     photos = load_photos(batch, root=root, size=size, with_masks=False, settings=settings)
     distance = torch.cdist(skin_tone(torch.from_numpy(photos["image"])), torch.from_numpy(donor_skin))
     choices = distance.argsort(dim=1)[:, :min(DONOR_CHOICES, len(donors))].numpy()
-    images, picked, targets = [], [], []
+    images, picked, targets, poses = [], [], [], []
     for row, image, options in zip(batch.to_pylist(), photos["image"], choices):
         rng = np.random.default_rng([seed, int.from_bytes(hashlib.sha256(row["photo_id"].encode()).digest()[:8])])
+        camera = photo_nuisance(row)
         for donor in rng.choice(options, size=min(pairs, len(options)), replace=False):
             images.append(image), picked.append(int(donor))
             targets.append(donor_swap(row, donors[donor].identity, donors[donor].camera, size)[0])
-    return {"image": np.stack(images), "donor": np.array(picked, np.int64), "target": np.stack(targets)}
+            poses.append((camera.rotation, np.log(camera.scale), camera.shift_x, camera.shift_y))
+    return {"image": np.stack(images), "donor": np.array(picked, np.int64), "target": np.stack(targets),
+            "pose": np.array(poses, np.float32)}
 
 
 def paired_dataset(root: str, size: int, donors: list[SyntheticDonor], donor_skin: np.ndarray, cfg: DeidConfig,
@@ -184,7 +201,8 @@ def train_loop_per_worker(config: dict) -> None:
     # Only the trainable parameters: Enc_med is frozen, and the donor bank needs no syncing each step.
     train_epochs(net, lambda params: torch.optim.AdamW([p for p in params if p.requires_grad], lr=config["lr"],
                                                        weight_decay=1e-4),
-                 config, train_step, evaluate, {"image": torch.uint8, "donor": torch.int64, "target": torch.uint8},
+                 config, train_step, evaluate,
+                 {"image": torch.uint8, "donor": torch.int64, "target": torch.uint8, "pose": torch.float32},
                  "train_deid",
                  ddp_kwargs={"forward_sync_buffers": False})
 

@@ -14,6 +14,7 @@ from medeid.models.deid.donors import synthetic_donors
 from medeid.models.deid.model import DeidNetConfig, MedSemDeIDNet, donor_bank
 from medeid.models.medical import EYE_COLUMNS, EYE_ROWS, MedicalNet, MedicalNetConfig
 from medeid.passwords import Secret, derive_model_key
+from medeid.synth.conditions import DISEASES, PERIOCULAR_TUMOUR
 
 from tests.models.test_deid_align import photo
 
@@ -117,6 +118,9 @@ def test_the_patients_pixels_can_be_kept_only_where_the_medical_segmenter_marks_
     torch.manual_seed(0)
     medical = MedicalNet(MedicalNetConfig(image_size=SIZE, widths=(8, 16, 24, 32))).eval()
     torch.nn.init.constant_(medical.mask_head.bias, 20.0)  # a segmenter that sees lesion everywhere in its band
+    tumour = torch.zeros_like(medical.disease_head.bias)
+    tumour[DISEASES.index(PERIOCULAR_TUMOUR)] = 50.0  # and a tumour in every photo
+    medical.disease_head.bias.data = tumour
     donors = donor_bank(synthetic_donors(6, SIZE), SIZE)
     original = faces(1)[0]
     top, end = medical.config.band_rows(SIZE)

@@ -3,14 +3,16 @@
     x, donor ──image encoder──► f ─┐
     x ──Enc_med (frozen)──────► m ─┴─ concat (channels) ─► ID-encryptor (FiLM by the password's key)
                                                               │
-          donor, warped by a small learnt flow ◄──────────────┤
+          donor, put in x's pose (pose head) ◄────────────────┤
                                 decoder (U-Net skips) ◄───────┘ ─► new face t, lesion gate g
     y = t + g * (x - t)
 
 - The new identity is the donor's, whole: the donor's frontal face, from a bank of people who are
   no patient, repainted by the decoder with the photo's manifestations: lid position and aperture,
-  proptosis, gaze, scleral redness, the lesion. A small flow (coarse, plus a fine one for lids and
-  irises) lets the decoder move what a condition moves rather than paint it anew. Nothing of the patient's eye region is kept: iris,
+  proptosis, gaze, scleral redness, the lesion. A pose head reads the photo's in-plane rotation,
+  scale and shift and the donor is put in that pose exactly (`pose_grid`), so the new face sits
+  where the old one sat and the lesion stays where it was; a fine flow lets the decoder move what a
+  condition moves (lids, irises) rather than paint it anew. Nothing of the patient's eye region is kept: iris,
   brows, eye shape and spacing, periocular skin are the donor's (a band of kept pixels identifies
   the patient to an attacker who looks at the eyes: issue 18).
 - Enc_med is MedicalNet's encoder, frozen, run on the periocular band and laid back into the crop's
@@ -22,7 +24,7 @@
   among the `DONOR_CHOICES` whose skin tone is nearest the patient's, so the new face's colour
   suits the photo around it. Another password, another donor: another person.
 - Trained on pairs (`medeid.train.deid`): the target is the donor drawn by the synthetic world's
-  renderer with the photo's condition, gaze and lid opening (`medeid.synth.swap.donor_swap`).
+  renderer with the photo's condition, pose, gaze and lid opening (`medeid.synth.swap.donor_swap`).
 
 Reversal is not this network's job: the original face is sealed under the password into the
 output's pixels (`medeid.models.deid.payload`) and the ID-decryptor opens it (`medeid.models.deid.api`).
@@ -45,9 +47,12 @@ from torch import nn
 from medeid import storage
 from medeid.models.folder import read_model, save_model
 from medeid.models.medical import MedicalNet, MedicalNetConfig
+from medeid.synth.conditions import DISEASES, PERIOCULAR_TUMOUR
 
-MAX_FLOW = 0.15  # the coarse warp moves donor pixels at most this far, in [-1, 1] crop units (~10 px at 128)
-MAX_FINE_FLOW = 0.05  # and the fine one (stride 2: lids and irises) this much more (~3 px at 128)
+MAX_FINE_FLOW = 0.05  # the fine flow (stride 2: lids and irises) moves donor pixels this far, in crop units
+# The photo's pose as the pose head reads it: in-plane rotation (radians), log scale, shift (crop units,
+# [-1, 1] across). Each is regressed in units of its spread in a clinic's photos (synth.nuisance).
+POSE_SPREAD = (0.05, 0.04, 0.03, 0.03)
 LESION_MARGIN_PX = 3  # around the segmented lesion, the patient's pixels may be kept
 GATE_BIAS = 0.0  # the lesion gate starts half open: the paired loss opens or shuts it
 # Donors of the nearest skin tones a key chooses among: half the bank. Skin tone is an identity cue,
@@ -128,13 +133,14 @@ class MedSemDeIDNet(nn.Module):
         med_channels = self.medical.config.feature_channels
         self.encoder = ImageEncoder(w, in_channels=6)  # the photo and the donor, side by side
         self.encryptor = IdEncryptor(w[2] + med_channels, w[2], config.key_dim, config.encryptor_blocks)
-        self.flow = nn.Conv2d(w[2], 2, 3, 1, 1)
+        self.pose = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(16 * w[2], 64), nn.SiLU(),
+                                  nn.Linear(64, 4))
         self.fine_flow = nn.Conv2d(w[0], 2, 3, 1, 1)
         self.up2 = _conv(w[2] + w[1], w[1])
         self.up1 = _conv(w[1] + w[0], w[0])
         self.full = nn.Sequential(_conv(w[0] + 9, 16), _conv(16, 16))
         self.head = nn.Conv2d(16, 4, 3, 1, 1)
-        for layer in (self.flow, self.fine_flow, self.head):  # start as the donor, unwarped
+        for layer in (self.pose[-1], self.fine_flow, self.head):  # start as the donor, unmoved
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
         if donors is None:
@@ -175,24 +181,30 @@ class MedSemDeIDNet(nn.Module):
         return self.medical(self.medical_band(x)) if self.config.use_enc_med else None
 
     def lesion_zone(self, reading: dict[str, torch.Tensor] | None, size: int) -> torch.Tensor | None:
-        """Where the patient's pixels may stay: the segmented lesion, dilated (None without Enc_med)."""
+        """Where the patient's pixels may stay: the segmented lesion, dilated, on photos Enc_med reads as
+        a periocular tumour (a segmenter's stray pixels on a red or swollen eye would keep pieces of
+        the patient's eyes). None without Enc_med."""
         if reading is None:
             return None
         grow = 2 * LESION_MARGIN_PX + 1
-        return F.max_pool2d(self._in_crop((reading["mask"] > 0).float()[:, None], size), grow, stride=1,
-                            padding=grow // 2)
+        tumour = (reading["disease"].argmax(1) == DISEASES.index(PERIOCULAR_TUMOUR)).float()[:, None, None, None]
+        return tumour * F.max_pool2d(self._in_crop((reading["mask"] > 0).float()[:, None], size), grow, stride=1,
+                                     padding=grow // 2)
 
-    def warp(self, donor: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-        """The donor moved by a flow (N, 2, r, r) in crop units, upsampled to the donor's size."""
-        n, _, size, _ = donor.shape
+    def warp(self, donor: torch.Tensor, pose: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        """The frontal donor put in the photo's pose (`pose_grid`), then moved by a flow (N, 2, r, r) in
+        crop units, upsampled to the donor's size."""
+        size = donor.shape[-1]
         flow = F.interpolate(flow, size=(size, size), mode="bilinear", align_corners=False)
-        identity = F.affine_grid(torch.eye(2, 3, device=donor.device)[None].expand(n, 2, 3), (n, 3, size, size),
-                                 align_corners=False)
-        return F.grid_sample(donor, identity + flow.permute(0, 2, 3, 1), padding_mode="border", align_corners=False)
+        return F.grid_sample(donor, pose_grid(pose, size) + flow.permute(0, 2, 3, 1), padding_mode="border",
+                             align_corners=False)
 
-    def forward(self, x: torch.Tensor, key: torch.Tensor, donor: torch.Tensor) -> dict[str, torch.Tensor]:
-        """x, donor: (N, 3, R, R) in [-1, 1]; key: (N, key_dim). Returns y, the new face, the warped donor,
-        the gate (1 = the patient's pixel kept), the lesion zone and the medical reading of x (both None
+    def forward(self, x: torch.Tensor, key: torch.Tensor, donor: torch.Tensor,
+                pose: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """x, donor: (N, 3, R, R) in [-1, 1]; key: (N, key_dim); pose: x's true pose when known (training
+        puts the donor in it, so the decoder learns on well-placed donors from the first step), else
+        the pose head's reading. Returns y, the new face, the warped donor, the pose read from x
+        (`POSE_SPREAD`'s order), the gate (1 = the patient's pixel kept), the lesion zone and the medical reading of x (both None
         without Enc_med)."""
         n, size = len(x), x.shape[-1]
         reading = self.medical_reading(x)
@@ -201,19 +213,19 @@ class MedSemDeIDNet(nn.Module):
         else:  # Enc_med's features in the crop's stride-8 grid
             features = self._in_crop(reading["features"], size)
         f1, f2, f3 = self.encoder(torch.cat([x, donor], 1))
+        read = self.pose(f3) * f3.new_tensor(POSE_SPREAD)
         h = self.encryptor(torch.cat([f3, features], 1), key)
-        coarse = MAX_FLOW * torch.tanh(self.flow(h))  # at stride 8: the head's place and turn
         h = self.up2(torch.cat([F.interpolate(h, size=f2.shape[-2:], mode="bilinear"), f2], 1))
         h = self.up1(torch.cat([F.interpolate(h, size=f1.shape[-2:], mode="bilinear"), f1], 1))
         fine = MAX_FINE_FLOW * torch.tanh(self.fine_flow(h))  # at stride 2: where lids and irises sit
-        warped = self.warp(donor, F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear") + fine)
+        warped = self.warp(donor, read if pose is None else pose, fine)
         h = self.full(torch.cat([F.interpolate(h, size=x.shape[-2:], mode="bilinear"), x, donor, warped], 1))
         out = self.head(h)
         face = (warped + torch.tanh(out[:, :3])).clamp(-1, 1)
         zone = self.lesion_zone(reading, size)
         gate = x.new_zeros(n, 1, size, size) if zone is None else torch.sigmoid(out[:, 3:] + GATE_BIAS) * zone
-        return {"y": face + gate * (x - face), "face": face, "warped": warped, "gate": gate, "zone": zone,
-                "reading": reading}
+        return {"y": face + gate * (x - face), "face": face, "warped": warped, "pose": read, "gate": gate,
+                "zone": zone, "reading": reading}
 
     def save(self, directory: str | Path, metadata: dict | None = None) -> Path:
         return save_model(self, {**asdict(self.config), "metadata": metadata or {}}, directory)
@@ -225,6 +237,18 @@ class MedSemDeIDNet(nn.Module):
         model = cls(DeidNetConfig(**{**values, "widths": tuple(values["widths"])}))
         model.load_state_dict(weights)
         return model.eval()
+
+
+def pose_grid(pose: torch.Tensor, size: int) -> torch.Tensor:
+    """`F.grid_sample`'s grid that draws a frontal, centred face in `pose` (N, 4): rotation, log scale,
+    shift x, y. The synthetic world's camera (`medeid.synth.canvas.Canvas`) maps each output pixel p to
+    R(-rotation) (p - shift) / scale in the frontal face; this is that map, in the same pixel-centre
+    coordinates (`align_corners=False`)."""
+    rotation, scale, shift = pose[:, 0], pose[:, 1].exp(), pose[:, 2:4]
+    cos, sin = torch.cos(-rotation) / scale, torch.sin(-rotation) / scale
+    a = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # (N, 2, 2)
+    theta = torch.cat([a, -(a @ shift[:, :, None])], 2)
+    return F.affine_grid(theta, (len(pose), 3, size, size), align_corners=False)
 
 
 def skin_tone(images_uint8_nhwc: torch.Tensor) -> torch.Tensor:
