@@ -5,14 +5,17 @@ Reads what a build wrote under its root (a local folder or `s3://bucket/prefix`)
     shards/*.parquet       released images (schema.MEMA_IMAGE)
     rejections/*.parquet   rejected generation attempts (schema.MEMA_REJECTION)
     audit/*.parquet        evaluator recogniser's privacy audit (schema.MEMA_AUDIT); may be missing
+    private/attacks/       the eye-band attackers' audit (schema.MEMA_ATTACKS, auditor.json); may be missing
     statistics.json        the real cohort's statistics (CohortStatistics)
 and writes under `<root>/card/`:
-    README.md              the DESIGN quality bars with PASS/FAIL, the funnel, the distributions,
-                           rejection reasons, config and package versions
+    README.md              the DESIGN quality bars with PASS/FAIL (one privacy bar per kind of attacker),
+                           the funnel, the distributions, rejection reasons, config and package versions
     figures.json           the numbers of `card_figures`
-    similarity.png, distributions.png, funnel.png, samples.png, mema_seg.png (if any mask)
+    similarity.png, distributions.png, funnel.png, samples.png, mema_seg.png (if any mask),
+    nearest_real.png (after the attack audit: released images beside real photos, for auditors only)
 
-Only small columns are read to count; image bytes are read for the few sample images alone.
+Only small columns are read to count; image bytes are read for the few pictured images alone.
+The modules: card_tables (reading), card_numbers (figures and bars), card_pictures, card_markdown.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import json
 from medeid import storage
 from medeid.mema.card_markdown import markdown
 from medeid.mema.card_numbers import figures_of
-from medeid.mema.card_pictures import distributions_png, funnel_png, mema_seg_png, samples_png, similarity_png
+from medeid.mema.card_pictures import (distributions_png, funnel_png, mema_seg_png, nearest_real_png, samples_png,
+                                      similarity_png)
 from medeid.mema.card_tables import CARD, load_tables
 
 
@@ -43,9 +47,10 @@ def write_card(root: str, *, config: dict, versions: dict, settings: storage.S3S
     tables = load_tables(root, settings)
     figures = figures_of(tables)
     card = storage.join(root, CARD)
-    # 1. Pictures; MeMa-Seg's only when some image has a mask.
+    # 1. Pictures; MeMa-Seg's only when some image has a mask, the nearest real photos only after the attack audit.
     pictures = {
         "similarity.png": similarity_png(tables, figures),
+        "nearest_real.png": nearest_real_png(tables, figures, settings),
         "distributions.png": distributions_png(figures),
         "funnel.png": funnel_png(figures),
         "samples.png": samples_png(tables, samples_per_condition),

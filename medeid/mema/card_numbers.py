@@ -6,6 +6,7 @@ from collections import Counter
 
 import pyarrow as pa
 
+from medeid.evaluate.attacks import COPY_MAD
 from medeid.mema.card_tables import STAGES, MeMaTables
 from medeid.mema.statistics import CohortStatistics, age_band, share, total_variation
 
@@ -13,6 +14,7 @@ TV_BAR = 0.05
 AGREEMENT_BAR = 0.90
 TOP_REASONS = 10
 MEASURES = ("age", "sex", "disease")
+CLOSEST = 6  # released images shown, and listed, beside their nearest real photo by each attacker
 SLACK = 1e-9  # so that a figure equal to its bar is not failed by float rounding
 
 
@@ -92,6 +94,34 @@ def _audit_figures(t: MeMaTables) -> dict | None:
     }
 
 
+def _attack_figures(t: MeMaTables) -> dict | None:
+    """The eye-band attackers' verdicts (`medeid.mema.attack_audit`), and the closest cases of each."""
+    if t.attacks is None:
+        return None
+    a, auditor = t.attacks.to_pydict(), t.auditor or {}
+    audited = set(a["sample_id"])
+    periocular = sorted(zip(a["periocular_similarity"], a["periocular_threshold"], a["sample_id"]), reverse=True)
+    pixel = sorted(zip(a["pixel_distance"], a["pixel_copy"], a["sample_id"]))
+    return {
+        "audited": len(audited),
+        "unaudited": len(set(t.released["sample_id"].to_pylist()) - audited),
+        "periocular": {
+            "matches": sum(s >= th for s, th, _ in periocular),
+            "max_similarity": periocular[0][0] if periocular else None,
+            "threshold": min(a["periocular_threshold"]) if periocular else auditor.get("threshold"),
+            "closest": [{"sample_id": i, "similarity": s, "match": s >= th} for s, th, i in periocular[:CLOSEST]],
+            # How strong the auditor is on the real photos it learnt from.
+            **{k: auditor.get(k) for k in ("far", "tar", "top1_others", "chance", "photos", "patients", "epochs")},
+        },
+        "pixel": {
+            "copies": sum(copy for _, copy, _ in pixel),
+            "min_distance": pixel[0][0] if pixel else None,
+            "copy_mad": auditor.get("copy_mad", COPY_MAD),
+            "closest": [{"sample_id": i, "distance": d, "copy": copy} for d, copy, i in pixel[:CLOSEST]],
+        },
+    }
+
+
 def figures_of(t: MeMaTables) -> dict:
     released, rejected = t.released.num_rows, t.rejections.num_rows
     stages = t.rejections["stage"].to_pylist()
@@ -130,6 +160,7 @@ def figures_of(t: MeMaTables) -> dict:
         # a safety margin: no margin is added back, so an image inside the margin counts as a match.
         "matches_pipeline": sum(s >= th for s, th in zip(similarity, thresholds)),
         "audit": _audit_figures(t),
+        "attacks": _attack_figures(t),
         "accounting": _accounting(t),
     }
     figures["bars"] = _bars(figures)
@@ -138,7 +169,8 @@ def figures_of(t: MeMaTables) -> dict:
 
 def _bars(f: dict) -> list[dict]:
     """The DESIGN quality bars of MeMa: measure, bar, value, passed, and a line saying how."""
-    return [_privacy_bar(f), _agreement_bar(f), *(_tv_bar(f, m) for m in MEASURES), _accounting_bar(f)]
+    return [_privacy_bar(f), _periocular_bar(f), _pixel_bar(f), _agreement_bar(f),
+            *(_tv_bar(f, m) for m in MEASURES), _accounting_bar(f)]
 
 
 def _privacy_bar(f: dict) -> dict:
@@ -156,6 +188,35 @@ def _privacy_bar(f: dict) -> dict:
     return {"measure": "released images whose nearest real patient is a match (either recogniser)", "bar": "= 0",
             "value": f["matches_pipeline"] + (audit["matches"] if audit else 0),
             "passed": f["matches_pipeline"] == 0 and evaluator_clear, "detail": f"{pipeline}; {evaluator}"}
+
+
+def _attack_bar(f: dict, attacker: str, found: str, measure: str, detail) -> dict:
+    """An eye-band attacker's bar: nothing found, and every released image looked at."""
+    attacks, released = f["attacks"], f["released"]
+    value = None if attacks is None else attacks[attacker][found]
+    clear = released == 0 or (attacks is not None and value == 0 and attacks["unaudited"] == 0)
+    return {"measure": measure, "bar": "= 0", "value": value, "passed": clear,
+            "detail": "attack audit not run" if attacks is None else
+            f"{value} of {attacks['audited']} audited, {attacks['unaudited']} not audited; {detail(attacks[attacker])}"}
+
+
+def _periocular_bar(f: dict) -> dict:
+    def detail(p: dict) -> str:
+        return (f"max cosine {num(p['max_similarity'])}, threshold {num(p['threshold'])} (FAR {p['far']} among real "
+                f"photos of different patients); the auditor re-identifies {pct(p['top1_others'])} of real photos "
+                f"from the patient's other photos (chance {pct(p['chance'])}), TAR {num(p['tar'])} at its threshold")
+
+    return _attack_bar(f, "periocular", "matches",
+                       "released images whose eye band re-identifies a real patient (periocular recogniser)", detail)
+
+
+def _pixel_bar(f: dict) -> dict:
+    def detail(p: dict) -> str:
+        return (f"smallest mean absolute eye-band difference {num(p['min_distance'], 2)} (0..255); "
+                f"a copy is below {p['copy_mad']}")
+
+    return _attack_bar(f, "pixel", "copies", "released images whose eye band copies a real photo's (pixel attacker)",
+                       detail)
 
 
 def _agreement_bar(f: dict) -> dict:
@@ -184,4 +245,8 @@ def _accounting_bar(f: dict) -> dict:
 
 def num(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 

@@ -12,10 +12,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from medeid import codecs
+from medeid import codecs, storage
 from medeid.mema.card_numbers import MEASURES, num
 from medeid.mema.card_tables import MeMaTables, read_images
 from medeid.mema.statistics import AGE_BANDS
+from medeid.models.identity import centred_crop
 from medeid.synth.contact_sheet import image_grid
 
 GRID_SIZE = 128  # pixels per sample image in the picture grids
@@ -36,24 +37,39 @@ def _say_empty(axes, text: str) -> None:
 
 
 def similarity_png(t: MeMaTables, f: dict) -> bytes:
-    """Nearest-real similarity of released and identity-rejected attempts; the audit beside it."""
+    """Each attacker's nearest-real figure of the released images, its threshold drawn: the pipeline
+    recogniser (with the attempts it rejected), the evaluator, the periocular recogniser, the pixel attacker."""
     identity = pc.equal(t.rejections["stage"], "identity")
     rejected = pc.coalesce(t.rejections["nearest_similarity"], t.rejections["figure"]).filter(identity)
     released = t.released["nearest_similarity"].to_pylist()
     rejected = [v for v in rejected.to_pylist() if v is not None]
-    panels = 1 if t.audit is None else 2
-    figure = Figure(figsize=(6 * panels, 4))
-    axes = figure.subplots(1, panels, squeeze=False)[0]
-    _histogram(axes[0], {"released": released, "rejected by identity filter": rejected},
-               f["identity_threshold"], "identity threshold", "pipeline recogniser")
+    panels = [lambda axes: _histogram(axes, {"released": released, "rejected by identity filter": rejected},
+                                      f["identity_threshold"], "identity threshold", "pipeline recogniser")]
     if t.audit is not None:
-        _histogram(axes[1], {"released (evaluator)": t.audit["evaluator_similarity"].to_pylist()},
-                   f["audit"]["threshold"], "evaluator match threshold", "evaluator recogniser (audit)")
+        panels.append(lambda axes: _histogram(
+            axes, {"released (evaluator)": t.audit["evaluator_similarity"].to_pylist()}, f["audit"]["threshold"],
+            "evaluator match threshold", "evaluator recogniser (audit)"))
+    if t.attacks is not None:
+        periocular, pixel = f["attacks"]["periocular"], f["attacks"]["pixel"]
+        panels.append(lambda axes: _histogram(
+            axes, {"released (periocular)": t.attacks["periocular_similarity"].to_pylist()}, periocular["threshold"],
+            f"threshold (FAR {periocular['far']})", "periocular recogniser (attack audit)",
+            "eye-band cosine similarity to the nearest real photo"))
+        panels.append(lambda axes: _histogram(
+            axes, {"released (pixels)": t.attacks["pixel_distance"].to_pylist()}, pixel["copy_mad"],
+            "a copy below", "pixel attacker (attack audit)",
+            "mean absolute eye-band difference to the nearest real photo (0..255)"))
+    rows, columns = (1, len(panels)) if len(panels) <= 2 else (2, 2)
+    figure = Figure(figsize=(6 * columns, 4 * rows), layout="constrained")
+    for axes, draw in zip(figure.subplots(rows, columns, squeeze=False).flat, panels):
+        draw(axes)
+    for axes in figure.axes[len(panels):]:
+        axes.set_visible(False)
     return _png(figure)
 
 
 def _histogram(axes, series: dict[str, list[float]], threshold: float | None, threshold_label: str,
-               title: str) -> None:
+               title: str, xlabel: str = "cosine similarity to the nearest real patient") -> None:
     values = [v for vs in series.values() for v in vs] + ([threshold] if threshold is not None else [])
     axes.set_title(title)
     if not any(series.values()):
@@ -66,7 +82,7 @@ def _histogram(axes, series: dict[str, list[float]], threshold: float | None, th
             axes.hist(data, bins=bins, histtype="stepfilled", alpha=0.6, label=f"{label} ({len(data)})")
     if threshold is not None:
         axes.axvline(threshold, color="red", linestyle="--", label=f"{threshold_label} {threshold:.3f}")
-    axes.set_xlabel("cosine similarity to the nearest real patient")
+    axes.set_xlabel(xlabel)
     axes.set_ylabel("images")
     axes.legend(fontsize=8, loc="upper left")
 
@@ -160,6 +176,46 @@ def _overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     out = image.astype(np.float32)
     out[mask] = 0.45 * out[mask] + 0.55 * np.array([255.0, 0.0, 0.0])
     return out.astype(np.uint8)
+
+
+def nearest_real_png(t: MeMaTables, f: dict, settings=None) -> bytes | None:
+    """The released images closest to a real photo by each eye-band attacker, closest first, each above
+    that real photo; a red frame marks a match or a copy. None without the attack audit."""
+    if t.attacks is None:
+        return None
+    closest = {"periocular": [(c["sample_id"], c["match"]) for c in f["attacks"]["periocular"]["closest"]],
+               "pixel": [(c["sample_id"], c["copy"]) for c in f["attacks"]["pixel"]["closest"]]}
+    if not closest["periocular"]:
+        return _message_png("no released images audited")
+    archive = (t.auditor or {}).get("archive")
+    if not archive:
+        return _message_png("the attack audit did not record where the real photos are")
+    nearest = {attacker: dict(zip(t.attacks["sample_id"].to_pylist(), t.attacks[f"{attacker}_nearest_key"].to_pylist()))
+               for attacker in closest}
+    released = read_images(t.shards_fs, t.shard_paths, [i for cases in closest.values() for i, _ in cases], ["image"])
+    try:
+        real = {key: _square(centred_crop(codecs.decode(storage.read_bytes(storage.join(archive, key), settings)),
+                                          GRID_SIZE))
+                for attacker, cases in closest.items() for key in (nearest[attacker][i] for i, _ in cases)}
+    except OSError:  # the archive moved since the audit
+        return _message_png(f"the real photos under {archive} could not be read")
+    grid, labels = [], []
+    for attacker, cases in closest.items():
+        grid.append([_framed(_square(codecs.decode(released[i]["image"])), flagged) for i, flagged in cases])
+        grid.append([real[nearest[attacker][i]] for i, _ in cases])
+        labels += [f"released, by {attacker}", "nearest real photo"]
+    width = max(len(row) for row in grid)
+    blank = np.full((GRID_SIZE, GRID_SIZE, 3), 255, dtype=np.uint8)
+    return _grid_png([row + [blank] * (width - len(row)) for row in grid], labels,
+                     [f"closest {i + 1}" for i in range(width)])
+
+
+def _framed(image: np.ndarray, flagged: bool, width: int = 4) -> np.ndarray:
+    if not flagged:
+        return image
+    out = image.copy()
+    out[:width], out[-width:], out[:, :width], out[:, -width:] = (255, 0, 0), (255, 0, 0), (255, 0, 0), (255, 0, 0)
+    return out
 
 
 def _grid_png(grid: list[list[np.ndarray]], row_labels: list[str], column_labels: list[str]) -> bytes:

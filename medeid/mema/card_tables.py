@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -10,6 +11,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from medeid import schema, storage
+from medeid.mema.attack_audit import ATTACKS, AUDITOR
 from medeid.mema.statistics import CohortStatistics
 
 CONDITIONS, SHARDS, REJECTIONS, AUDIT, STATISTICS, CARD = (
@@ -25,6 +27,8 @@ class MeMaTables:
     released: pa.Table  # shards without image bytes; `has_mask` replaces `lesion_mask`
     rejections: pa.Table
     audit: pa.Table | None  # None: the audit was not run
+    attacks: pa.Table | None  # schema.MEMA_ATTACKS; None: the attack audit was not run
+    auditor: dict | None  # the periocular auditor's threshold and strength (`attack_audit.train_auditor`)
     cohort: CohortStatistics | None
     shards_fs: object
     shard_paths: list[str]
@@ -66,9 +70,14 @@ def load_tables(root: str, settings) -> MeMaTables:
     audit = (read_columns(fs, paths, schema.MEMA_AUDIT, ["sample_id", "evaluator_similarity", "evaluator_threshold"])
              if paths else None)
 
+    fs, paths = parquet_paths(storage.join(root, ATTACKS), settings)
+    attacks = read_columns(fs, paths, schema.MEMA_ATTACKS, schema.MEMA_ATTACKS.names) if paths else None
+    auditor_uri = storage.join(root, ATTACKS, AUDITOR)
+    auditor = json.loads(storage.read_bytes(auditor_uri, settings)) if storage.exists(auditor_uri, settings) else None
+
     statistics_uri = storage.join(root, STATISTICS)
     cohort = CohortStatistics.load(statistics_uri, settings) if storage.exists(statistics_uri, settings) else None
-    return MeMaTables(conditions, released, rejections, audit, cohort, shards_fs, shard_paths)
+    return MeMaTables(conditions, released, rejections, audit, attacks, auditor, cohort, shards_fs, shard_paths)
 
 
 def read_images(fs, paths: list[str], sample_ids: list[str], columns: list[str]) -> dict[str, dict]:
