@@ -108,8 +108,9 @@ def write_clean_attacks(root, conds: list[dict]) -> None:
                            "periocular_nearest_key": f"photos/P{i}/P{i}_00.png", "periocular_threshold": 0.8,
                            "pixel_distance": 30.0 - i, "pixel_nearest_key": f"photos/P{i}/P{i}_01.png",
                            "pixel_copy": False} for i, c in enumerate(conds)], schema.MEMA_ATTACKS)
-    (root / ATTACKS / AUDITOR).write_text(json.dumps({"threshold": 0.8, "far": 1e-3, "tar": 0.9, "top1_others": 0.95,
-                                                      "chance": 0.01, "photos": 400, "patients": 100, "epochs": 10,
+    (root / ATTACKS / AUDITOR).write_text(json.dumps({"threshold": 0.8, "far": 1e-3, "top1_others": 0.95,
+                                                      "chance": 0.01, "found_at_threshold": 0.9, "pair_threshold": 0.6,
+                                                      "tar": 0.97, "photos": 400, "patients": 100, "epochs": 10,
                                                       "copy_mad": 4.0}))
 
 
