@@ -105,18 +105,21 @@ def attack_table(released: Bands, real: Bands, recogniser: Recogniser, threshold
         differences = -pixel_scores(band_pixels(bands), gallery_pixels)
         pixel_nearest.append(differences.argmin(1))
         distance.append(differences.min(1))
-    periocular_nearest, pixel_nearest = (np.concatenate(v).astype(int) if v else np.zeros(0, int)
-                                         for v in (periocular_nearest, pixel_nearest))
-    distance = np.concatenate(distance) if distance else np.zeros(0, np.float32)
+    periocular_nearest, pixel_nearest = _joined(periocular_nearest, int), _joined(pixel_nearest, int)
+    distance = _joined(distance, np.float32)
     return pa.table({
         "sample_id": released.ids.astype(str),
-        "periocular_similarity": (np.concatenate(similarity) if similarity else np.zeros(0)).astype(np.float32),
+        "periocular_similarity": _joined(similarity, np.float32),
         "periocular_nearest_key": real.ids[periocular_nearest].astype(str),
         "periocular_threshold": np.full(len(released.ids), threshold, np.float32),
-        "pixel_distance": distance.astype(np.float32),
+        "pixel_distance": distance,
         "pixel_nearest_key": real.ids[pixel_nearest].astype(str),
         "pixel_copy": distance < COPY_MAD,
     }, schema=schema.MEMA_ATTACKS)
+
+
+def _joined(chunks: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(chunks).astype(dtype) if chunks else np.zeros(0, dtype)
 
 
 def audit_attacks(released: Bands, real: Bands, epochs: int = PERIOCULAR_EPOCHS, log=print

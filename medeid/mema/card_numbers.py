@@ -111,8 +111,8 @@ def _attack_figures(t: MeMaTables) -> dict | None:
             "threshold": min(a["periocular_threshold"]) if periocular else auditor.get("threshold"),
             "closest": [{"sample_id": i, "similarity": s, "match": s >= th} for s, th, i in periocular[:CLOSEST]],
             # How strong the auditor is on the real photos it learnt from.
-            **{k: auditor.get(k) for k in ("far", "top1_others", "chance", "found_at_threshold", "pair_threshold", "tar",
-                                           "photos", "patients", "epochs")},
+            **{k: auditor.get(k) for k in ("far", "top1_others", "chance", "found_at_threshold", "pair_threshold",
+                                           "tar", "photos", "patients", "epochs")},
         },
         "pixel": {
             "copies": sum(copy for _, copy, _ in pixel),
@@ -203,8 +203,8 @@ def _attack_bar(f: dict, attacker: str, found: str, measure: str, detail) -> dic
 
 def _periocular_bar(f: dict) -> dict:
     def detail(p: dict) -> str:
-        return (f"max cosine {num(p['max_similarity'])}, threshold {num(p['threshold'])} (reached by {p['far']} of real "
-                f"photos with their nearest photo of another patient); the auditor re-identifies "
+        return (f"max cosine {num(p['max_similarity'])}, threshold {num(p['threshold'])} (reached by {p['far']} of "
+                f"real photos with their nearest photo of another patient); the auditor re-identifies "
                 f"{pct(p['top1_others'])} of real photos from the patient's other photos (chance {pct(p['chance'])})")
 
     return _attack_bar(f, "periocular", "matches",

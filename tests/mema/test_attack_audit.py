@@ -32,14 +32,15 @@ def world(tmp_path_factory):
     metadata = write_photos(pa.Table.from_pylist(real_rows), root=str(archive), size=SIZE)
     (archive / METADATA).mkdir()
     pq.write_table(metadata, archive / METADATA / "part-0.parquet")
-    real = np.stack([render_row(r, SIZE).image for r in real_rows])
+    # As stored (JPEG among them), which is what a generator's source photo is.
+    real = np.stack([codecs.decode((archive / key).read_bytes()) for key in metadata["photo_key"].to_pylist()])
     strangers = np.stack([render_row(r, SIZE).image for r in rows if r["patient_index"] >= PATIENTS][::PHOTOS])
     pasted = strangers[0].copy()
     band = slice(round(BAND_ROWS[0] * SIZE), round(BAND_ROWS[1] * SIZE))
     pasted[band] = real[9, band]  # photo 9's eye band in a stranger's face
     released = np.concatenate([pasted[None], strangers[1:]])
     keys = np.array(metadata["photo_key"].to_pylist())
-    real_bands = Bands(eye_band_bytes(real), keys, np.array([r["patient_id"] for r in real_rows]))
+    real_bands = Bands(eye_band_bytes(real), keys, np.array(metadata["patient_id"].to_pylist()))
     ids = np.array(["pasted"] + [f"clean-{i}" for i in range(1, NEWCOMERS)])
     table, auditor = audit_attacks(Bands(eye_band_bytes(released), ids), real_bands, EPOCHS, log=None)
     return {"archive": str(archive), "keys": keys, "released": released, "ids": ids, "table": table.to_pydict(),
@@ -67,9 +68,10 @@ def test_the_periocular_auditor_beats_chance_by_far(world):
     auditor = world["auditor"]
     assert auditor["photos"] == PATIENTS * PHOTOS and auditor["patients"] == PATIENTS
     assert auditor["chance"] == pytest.approx(1 / PATIENTS)
-    # 160 training steps on 450 photos; the demo's 1,600 photos reach 87 % (chance 0.25 %).
+    # 160 training steps on 450 photos reach about 50 % (chance 0.7 %); a demo-sized archive's 1,600
+    # photos reached 87 % (chance 0.25 %).
     assert auditor["top1_others"] >= max(0.4, 50 * auditor["chance"])
-    assert auditor["far"] == 1e-3 and 0 < auditor["found_at_threshold"] and auditor["tar"] > 0.1
+    assert auditor["far"] == 1e-3 and 0 <= auditor["found_at_threshold"] <= 1 and auditor["tar"] > 0.1
     assert auditor["pair_threshold"] < auditor["threshold"]  # a pair's tail sits below the nearest-photo tail
 
 
@@ -129,9 +131,13 @@ def test_audit_released_attacks_reads_the_build_and_the_archive_with_ray(world, 
               for i, image in zip(world["ids"], world["released"])]
     (tmp_path / "shards").mkdir()
     pq.write_table(pa.Table.from_pylist(shards), tmp_path / "shards" / "part-0.parquet")
+    # One epoch: this is about the reading; the pixel attacker needs no training, so its verdicts say
+    # whether Ray read the same photos at the same size as the fixture did.
     found = audit_released_attacks(str(tmp_path / "shards"), world["archive"], str(tmp_path / ATTACKS),
-                                   epochs=EPOCHS, log=None)
-    assert (found["released"], found["periocular_matches"], found["pixel_copies"]) == (NEWCOMERS, 1, 1)
-    written = pq.read_table(tmp_path / ATTACKS / "attacks.parquet")
-    assert written.schema.equals(schema.MEMA_ATTACKS) and written["sample_id"].to_pylist() == list(world["ids"])
+                                   epochs=1, log=None)
+    assert (found["released"], found["pixel_copies"], found["photos"]) == (NEWCOMERS, 1, PATIENTS * PHOTOS)
+    written = pq.read_table(tmp_path / ATTACKS / "attacks.parquet").to_pydict()
+    assert written["sample_id"] == list(world["ids"])
+    assert written["pixel_nearest_key"] == world["table"]["pixel_nearest_key"]
+    assert written["pixel_distance"] == pytest.approx(world["table"]["pixel_distance"], abs=1e-4)
     assert json.loads((tmp_path / ATTACKS / AUDITOR).read_text())["archive"] == world["archive"]
