@@ -117,6 +117,18 @@ MEMA_AUDIT = pa.schema([
     _field("evaluator_threshold", pa.float32(), "the evaluator's match threshold"),
 ])
 
+# One row per released image, measured after the build by the attackers that look at the eye band
+# (`medeid.mema.attack_audit`). It names real photos, so it lives under the build's `private/`.
+MEMA_ATTACKS = pa.schema([
+    _field("sample_id", pa.string(), "the released image"),
+    _field("periocular_similarity", pa.float32(), "cosine to the nearest real photo (periocular recogniser)"),
+    _field("periocular_nearest_key", pa.string(), "that real photo's key in the archive"),
+    _field("periocular_threshold", pa.float32(), "the periocular recogniser's threshold (FAR 1e-3 on real photos)"),
+    _field("pixel_distance", pa.float32(), "mean absolute eye-band difference (0..255) to the nearest real photo"),
+    _field("pixel_nearest_key", pa.string(), "that real photo's key in the archive"),
+    _field("pixel_copy", pa.bool_(), "the eye band is a copy of that real photo's (distance below COPY_MAD)"),
+])
+
 # One row per input file and anonymization run (`jobs/anonymize_archive.py`); beside the output.
 ARCHIVE_MANIFEST = pa.schema([
     _field("run_id", pa.string(), "the run that wrote this row"),
@@ -135,4 +147,4 @@ ARCHIVE_MANIFEST = pa.schema([
 
 ALL = {"archive_photo": ARCHIVE_PHOTO, "identity_index": IDENTITY_INDEX, "quarantined_photo": QUARANTINED_PHOTO,
        "mema_condition": MEMA_CONDITION, "mema_image": MEMA_IMAGE, "mema_rejection": MEMA_REJECTION,
-       "mema_audit": MEMA_AUDIT, "archive_manifest": ARCHIVE_MANIFEST}
+       "mema_audit": MEMA_AUDIT, "mema_attacks": MEMA_ATTACKS, "archive_manifest": ARCHIVE_MANIFEST}

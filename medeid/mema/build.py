@@ -1,9 +1,11 @@
 """The MeMa build's driver: plan the condition rows, stream rounds of attempts until every row is
-released or out of attempts, audit with the evaluator, write the dataset card, reconcile.
+released or out of attempts, audit with the evaluator and the eye-band attackers, write the dataset
+card, reconcile.
 
 Layout under the output root: `statistics.json` (the real cohort's), `conditions/` (the requested
 rows), `shards/` (released images, schema MEMA_IMAGE), `rejections/`, `audit/`, `card/`, `run.json`,
-and `private/`: embeddings of real patients (the identity indexes), which must never ship with MeMa.
+and `private/`: embeddings of real patients (the identity indexes) and the eye-band attack audit,
+which names real photos (`private/attacks/`); none of it may ship with MeMa.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tqdm import tqdm
 
 from medeid import schema, storage
 from medeid.config import Config
+from medeid.mema.attack_audit import ATTACKS, audit_released_attacks
 from medeid.mema.audit import audit_released
 from medeid.mema.sampling import sample_conditions
 from medeid.mema.statistics import CohortStatistics, cohort_statistics
@@ -121,6 +124,12 @@ def build_mema(archive_root: str, models: Models, output_uri: str, cfg: Config, 
         ensure_index(archive_root, models.evaluator, evaluator_index, settings)
         audit_released(storage.join(output_uri, SHARDS), models.evaluator, evaluator_index,
                        storage.join(output_uri, AUDIT), settings)
+    if result.released:
+        found = audit_released_attacks(storage.join(output_uri, SHARDS), archive_root,
+                                       storage.join(output_uri, ATTACKS), settings)
+        print(f"[build_mema] attack audit of {found['released']} released images: {found['periocular_matches']} "
+              f"periocular matches (threshold {found['threshold']:.3f}), {found['pixel_copies']} pixel copies "
+              f"({found['seconds']} s)", flush=True)
     result.seconds = round(time.monotonic() - started, 1)
     if card:
         from medeid.mema.card import write_card

@@ -10,6 +10,7 @@ import pytest
 
 from medeid import codecs, schema, storage
 from medeid.devstack import RayHead
+from medeid.mema.attack_audit import ATTACKS
 from medeid.models.identity_index import IdentityIndex
 from medeid.pipelines.identity_index import build_identity_index
 from medeid.pipelines.mema import CONDITIONS, REJECTIONS, SHARDS, IdentityFilter, read_landed
@@ -93,6 +94,11 @@ def test_build_mema_via_ray_job_submit(clean_run, mema_world):
     assert sorted(a["sample_id"] for a in audit) == sorted(released_ids)
     card = storage.read_bytes(f"{output}/card/README.md").decode()
     assert "MeMa" in card and storage.exists(f"{output}/card/similarity.png")
+    # The eye-band attackers looked at every released image too, and the card has their bars.
+    fs, path = storage.filesystem(f"{output}/{ATTACKS}/attacks.parquet")
+    assert sorted(pq.read_table(path, filesystem=fs)["sample_id"].to_pylist()) == sorted(released_ids)
+    assert "eye band re-identifies" in card and "eye band copies" in card
+    assert storage.exists(f"{output}/card/nearest_real.png")
     run = json.loads(storage.read_bytes(f"{output}/run.json"))
     assert run["reconciled"] and run["released"] == len(released)
 

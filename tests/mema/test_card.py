@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from medeid import codecs, schema, storage
+from medeid.mema.attack_audit import ATTACKS, AUDITOR
 from medeid.mema.card import card_figures, write_card
 from medeid.mema.statistics import CohortStatistics
 
@@ -80,8 +81,9 @@ def build_flawed(root) -> None:
     save_statistics(root)
 
 
-def build_clean(root) -> list[dict]:
-    """4 requested and released (2 female, 2 male; 2 tumours), one attempt rejected, audit clean."""
+def build_clean(root, attacks: bool = True) -> list[dict]:
+    """4 requested and released (2 female, 2 male; 2 tumours), one attempt rejected, audits clean (the
+    eye-band attackers' left out unless `attacks`)."""
     conds = [condition(i, sex, disease) for i, (sex, disease) in enumerate(
         [("female", "healthy"), ("male", "healthy"), ("female", "periocular_tumour"), ("male", "periocular_tumour")])]
     write(root, "conditions", conds, schema.MEMA_CONDITION)
@@ -89,6 +91,8 @@ def build_clean(root) -> list[dict]:
     write(root, "rejections", [rejected(conds[0], 0, "identity", "matches a real patient", 0.9)],
           schema.MEMA_REJECTION)
     write_audit(root, [0.2, 0.3, 0.25, 0.1], conds)
+    if attacks:
+        write_clean_attacks(root, conds)
     save_statistics(root)
     return conds
 
@@ -96,6 +100,18 @@ def build_clean(root) -> list[dict]:
 def write_audit(root, similarities: list[float], conds: list[dict]) -> None:
     write(root, "audit", [{"sample_id": c["sample_id"], "evaluator_similarity": s,
                            "evaluator_threshold": 0.75} for s, c in zip(similarities, conds)], schema.MEMA_AUDIT)
+
+
+def write_clean_attacks(root, conds: list[dict]) -> None:
+    """The eye-band attackers found nothing: far from the threshold, no copy (no archive recorded)."""
+    write(root, ATTACKS, [{"sample_id": c["sample_id"], "periocular_similarity": 0.3 + 0.1 * i,
+                           "periocular_nearest_key": f"photos/P{i}/P{i}_00.png", "periocular_threshold": 0.8,
+                           "pixel_distance": 30.0 - i, "pixel_nearest_key": f"photos/P{i}/P{i}_01.png",
+                           "pixel_copy": False} for i, c in enumerate(conds)], schema.MEMA_ATTACKS)
+    (root / ATTACKS / AUDITOR).write_text(json.dumps({"threshold": 0.8, "far": 1e-3, "top1_others": 0.95,
+                                                      "chance": 0.01, "found_at_threshold": 0.9, "pair_threshold": 0.6,
+                                                      "tar": 0.97, "photos": 400, "patients": 100, "epochs": 10,
+                                                      "copy_mad": 4.0}))
 
 
 def bar(figures: dict, measure_part: str) -> dict:
@@ -182,13 +198,13 @@ def test_card_readme_and_pictures(flawed):
 def test_clean_build_passes_every_bar(tmp_path):
     build_clean(tmp_path)
     f = card_figures(str(tmp_path))
-    assert [b["passed"] for b in f["bars"]] == [True] * 6
+    assert [b["passed"] for b in f["bars"]] == [True] * 8
     assert f["audit"] == {"audited": 4, "unaudited": 0, "max_similarity": pytest.approx(0.3), "threshold": 0.75,
                           "matches": 0}
     write_card(str(tmp_path), config={}, versions={})
     text = (tmp_path / "card" / "README.md").read_text()
-    assert "| FAIL |" not in text and text.count("| PASS |") == 6 and "all PASS" in text
-    assert_png(tmp_path / "card" / "similarity.png")  # with the audit's panel
+    assert "| FAIL |" not in text and text.count("| PASS |") == 8 and "all PASS" in text
+    assert_png(tmp_path / "card" / "similarity.png")  # with the audit's and the attackers' panels
 
 
 def test_an_evaluator_match_or_an_unaudited_image_fails_privacy(tmp_path):
@@ -239,7 +255,7 @@ def test_nothing_attempted_yet(tmp_path):
     f = card_figures(str(tmp_path))  # no shards, rejections, audit or statistics
     assert (f["requested"], f["released"], f["sampled"], f["unfilled"]) == (2, 0, 0, 2)
     # Nothing released matches anyone and nothing is unaccounted for; the rest cannot pass.
-    assert [b["passed"] for b in f["bars"]] == [True, False, False, False, False, True]
+    assert [b["passed"] for b in f["bars"]] == [True, True, True, False, False, False, False, True]
     write_card(str(tmp_path), config={}, versions={})
     assert "no attempt was made" in (tmp_path / "card" / "README.md").read_text()
 
