@@ -63,7 +63,10 @@ def train_auditor(real: Bands, epochs: int = PERIOCULAR_EPOCHS, log=print) -> tu
     sample = np.arange(len(embeddings))
     if len(sample) > MAX_THRESHOLD_PHOTOS:
         sample = np.sort(np.random.default_rng(0).choice(sample, MAX_THRESHOLD_PHOTOS, replace=False))
-    pairs = verification_rates(embeddings[sample], real.patients[sample], FAR)
+    try:
+        pairs = verification_rates(embeddings[sample], real.patients[sample], FAR)
+    except ValueError:  # too few photos for a per-pair rate at this FAR: the open-set threshold still stands
+        pairs = {"threshold": None, "tar": None}
     has_others = np.isfinite(same_patient)
     gallery = Gallery(real.patients, real.ids)
     return recogniser, {

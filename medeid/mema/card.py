@@ -12,7 +12,8 @@ and writes under `<root>/card/`:
                            the funnel, the distributions, rejection reasons, config and package versions
     figures.json           the numbers of `card_figures`
     similarity.png, distributions.png, funnel.png, samples.png, mema_seg.png (if any mask),
-    nearest_real.png (after the attack audit: released images beside real photos, for auditors only)
+    (private/attacks/nearest_real.png after the attack audit: released images beside real photos, for
+    auditors only; it shows real patients, so it stays in private/, which never ships)
 
 Only small columns are read to count; image bytes are read for the few pictured images alone.
 The modules: card_tables (reading), card_numbers (figures and bars), card_pictures, card_markdown.
@@ -25,6 +26,8 @@ import json
 from medeid import storage
 from medeid.mema.card_markdown import markdown
 from medeid.mema.card_numbers import figures_of
+from medeid.mema.attack_audit import ATTACKS
+from medeid.mema.card_markdown import PRIVATE_PICTURES
 from medeid.mema.card_pictures import (distributions_png, funnel_png, mema_seg_png, nearest_real_png, samples_png,
                                       similarity_png)
 from medeid.mema.card_tables import CARD, load_tables
@@ -58,7 +61,9 @@ def write_card(root: str, *, config: dict, versions: dict, settings: storage.S3S
     }
     pictures = {name: data for name, data in pictures.items() if data is not None}
     for name, data in pictures.items():
-        storage.write_bytes(storage.join(card, name), data, settings)
+        # Real patients' photos stay beside the other private audit files: the card ships, private/ never does.
+        folder = storage.join(root, ATTACKS) if name in PRIVATE_PICTURES else card
+        storage.write_bytes(storage.join(folder, name), data, settings)
     # 2. The numbers, for machines; 3. the README, for people.
     storage.write_bytes(storage.join(card, "figures.json"), json.dumps(figures, indent=1).encode(), settings)
     readme = storage.join(card, "README.md")

@@ -13,6 +13,8 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     return lines + ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
 
+PRIVATE_PICTURES = ("nearest_real.png",)  # written under private/attacks/, not card/
+
 
 def _plain(value):
     """The config as plain YAML types (paths, enums and the like as strings)."""
@@ -99,9 +101,9 @@ def _privacy_section(f: dict, pictures: list[str]) -> list[str]:
     lines += ["Released images closest to a real photo by the pixel attacker:", ""]
     lines += _table(["sample", "mean absolute difference", "verdict"], rows) + [""]
     if "nearest_real.png" in pictures:
-        lines += ["![released beside their nearest real photo](nearest_real.png)", "",
-                  "`nearest_real.png` shows real patients' photos: it is for the auditors, and must be removed "
-                  "with `private/` before MeMa ships.", ""]
+        lines += ["![released beside their nearest real photo](../private/attacks/nearest_real.png)", "",
+                  "`nearest_real.png` shows real patients' photos, so it is kept in `private/attacks/` for the "
+                  "auditors and never ships with MeMa.", ""]
     return lines
 
 

@@ -9,7 +9,8 @@ donor's face and learns to draw the target; each step minimises (weights in `Dei
 - warp: the donor put in the photo's true pose, against the target (the decoder trains on donors
   placed right; at inference the pose head places them); pose: the pose head's reading against the
   photo's true pose (MSE, in units of its spread);
-- medical: the frozen Enc_med on output vs target (features, where the eyes are) and vs input
+- medical (off unless `medical_weight` is set: it taught the network blobs the medical model reads,
+  not signs): the frozen Enc_med on output vs target (features, where the eyes are) and vs input
   (disease, laterality, severity distributions, KL; lesion mask, BCE).
 No identity loss: the target is another person by construction, and nothing is kept from the patient
 but the lesion. The training recogniser only measures the held-out photos; the held-out evaluator
@@ -102,14 +103,15 @@ def deid_loss(net: MedSemDeIDNet, model, batch: dict, cfg: dict, generator: torc
     parts = {"paired": l1(y, target), "edges": l1(y_rows, t_rows) + l1(y_cols, t_cols),
              "warp": l1(out["warped"], target),
              "pose": F.mse_loss(out["pose"] / spread, pose / spread)}
-    with torch.no_grad():
-        # The forward's own reading of x when it made one (the ablation's does not).
-        source = out["reading"] or net.medical(net.medical_band(x))
-        source = {name: value.detach() for name, value in source.items()}
-        reference = net.medical(net.medical_band(target))
-    parts["medical"] = medical_loss(net.medical, net.medical_band(y), reference, source, net.medical_band(eyes))
+    if cfg["medical_weight"]:
+        with torch.no_grad():
+            # The forward's own reading of x when it made one (the ablation's does not).
+            source = out["reading"] or net.medical(net.medical_band(x))
+            source = {name: value.detach() for name, value in source.items()}
+            reference = net.medical(net.medical_band(target))
+        parts["medical"] = medical_loss(net.medical, net.medical_band(y), reference, source, net.medical_band(eyes))
     weights = {"paired": cfg["paired_weight"], "edges": cfg["edge_weight"], "warp": cfg["warp_weight"],
-               "pose": cfg["pose_weight"], "medical": cfg["medical_weight"]}
+               "pose": cfg["pose_weight"], "medical": cfg["medical_weight"]}  # "medical" only when weighted
     total = sum(weights[name] * value for name, value in parts.items())
     return total, {name: float(value.detach()) for name, value in parts.items()}
 

@@ -98,11 +98,12 @@ def test_card_fails_the_eye_band_bars_and_shows_the_nearest_real_photos(world, t
     text = (card / "README.md").read_text()
     assert "| FAIL |" in readme_row(text, PERIOCULAR) and "| FAIL |" in readme_row(text, PIXEL)
     assert "| PASS |" in readme_row(text, "nearest real patient") and "some FAIL" in text
-    assert "99.9th percentile" in text and "(nearest_real.png)" in text
-    assert_png(card / "nearest_real.png")
+    assert "99.9th percentile" in text and "(../private/attacks/nearest_real.png)" in text
+    assert not (card / "nearest_real.png").exists()  # real patients' photos never sit in what ships
+    assert_png(tmp_path / "private" / "attacks" / "nearest_real.png")
     assert_png(card / "similarity.png")
     # Two attackers, each a row of released images over a row of their nearest real photos.
-    grid = codecs.decode((card / "nearest_real.png").read_bytes())
+    grid = codecs.decode((tmp_path / "private" / "attacks" / "nearest_real.png").read_bytes())
     assert grid.shape[0] > 4 * 128 > grid.shape[0] - 4 * 128 - 100
 
 

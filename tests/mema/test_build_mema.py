@@ -98,7 +98,8 @@ def test_build_mema_via_ray_job_submit(clean_run, mema_world):
     fs, path = storage.filesystem(f"{output}/{ATTACKS}/attacks.parquet")
     assert sorted(pq.read_table(path, filesystem=fs)["sample_id"].to_pylist()) == sorted(released_ids)
     assert "eye band re-identifies" in card and "eye band copies" in card
-    assert storage.exists(f"{output}/card/nearest_real.png")
+    assert storage.exists(f"{output}/private/attacks/nearest_real.png")
+    assert not storage.exists(f"{output}/card/nearest_real.png")
     run = json.loads(storage.read_bytes(f"{output}/run.json"))
     assert run["reconciled"] and run["released"] == len(released)
 
