@@ -50,7 +50,7 @@ from medeid.models.deid.model import (
 )
 from medeid.models.medical import MedicalNet, eye_region
 from medeid.models.recognizer import INPUT_SIZE, load_torch_recognizer
-from medeid.pipelines.synthetic_archive import METADATA
+from medeid.pipelines.synthetic_archive import METADATA, read_metadata
 from medeid.synth.contact_sheet import image_grid
 from medeid.synth.cohort import photo_nuisance
 from medeid.synth.swap import donor_swap
@@ -225,6 +225,11 @@ def train_deid(archive_root: str, models_uri: str, output_uri: str, runs_uri: st
     medical = MedicalNet.from_uri(medical_uri, settings)
     people = [synthetic_donor(i, cfg.seed) for i in range(cfg.donor_count)]
     donors = donor_bank([person.face(cfg.image_size) for person in people], cfg.image_size)
+    unrenderable = read_metadata(archive_root, settings)["cohort_seed"].null_count
+    if unrenderable:
+        raise ValueError(f"{unrenderable} photos of {archive_root} are not from the synthetic world: MedSem-DeID "
+                         "trains on targets its renderer draws (the photo's condition on a donor), so it needs "
+                         "an archive made by jobs/make_synthetic_archive.py")
     n_train = len(patient_ids_by_split(archive_root, cfg.held_out, settings)["train"]) * cfg.pairs_per_photo
     started = time.monotonic()
     datasets = {"train": paired_dataset(archive_root, cfg.image_size, people, skin_tone(donors).numpy(), cfg,
