@@ -159,8 +159,8 @@ class DeidConfig:
     warp_weight: float = 0.5  # the posed donor alone near the target
     pose_weight: float = 1.0  # the pose head's reading of the photo's rotation, scale and shift
     # Enc_med's reading of the output = the target's features, the input's findings. Off by default: at
-    # 0.5, 0.05 and 0.01 it painted blobs the frozen medical model reads (beside the face, over the
-    # eyes) rather than signs; the paired target already carries every manifestation.
+    # 0.05 and 0.01 it painted blobs the frozen medical model reads (beside the face, over the eyes)
+    # rather than signs (README, MedSem-DeID against every attacker); the target carries the signs.
     medical_weight: float = 0.0
     epochs: int = 6
     batch_size: int = 16  # per worker
