@@ -21,6 +21,7 @@ writes a sample grid (original, de-identified, recovered, wrong password) beside
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -41,11 +42,11 @@ from medeid.config import DeidConfig
 from medeid.models.deid.api import MedSemDeID
 from medeid.models.deid.donors import SyntheticDonor, synthetic_donor
 from medeid.models.deid.model import (
-    DONOR_CHOICES,
     POSE_SPREAD,
     DeidNetConfig,
     MedSemDeIDNet,
     donor_bank,
+    nearest_donors,
     skin_tone,
 )
 from medeid.models.medical import MedicalNet, eye_region
@@ -84,6 +85,12 @@ def medical_loss(medical: MedicalNet, band_y: torch.Tensor, target: dict, source
     return loss + F.binary_cross_entropy_with_logits(out["mask"], torch.sigmoid(source["mask"]))
 
 
+@functools.cache
+def eye_map(size: int) -> torch.Tensor:
+    """The medical model's eye region, (1, 1, size, size): drawn once, not every step."""
+    return torch.from_numpy(eye_region(size))[None, None]
+
+
 def deid_loss(net: MedSemDeIDNet, model, batch: dict, cfg: dict, generator: torch.Generator
               ) -> tuple[torch.Tensor, dict]:
     """The weighted training loss of one batch and its parts. `model` is `net`, maybe DDP-wrapped."""
@@ -92,7 +99,7 @@ def deid_loss(net: MedSemDeIDNet, model, batch: dict, cfg: dict, generator: torc
     pose = batch["pose"].to(x.device)
     out = model(x, keys, net.donor_images(batch["donor"].to(net.donors.device)), pose)
     y = out["y"]
-    eyes = torch.from_numpy(eye_region(x.shape[-1])).to(x.device)[None, None]
+    eyes = eye_map(x.shape[-1]).to(x.device)
     weight = (1 + cfg["eye_weight"] * eyes) / (1 + cfg["eye_weight"] * float(eyes.mean()))  # mean 1
 
     def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -121,8 +128,7 @@ def load_pairs(batch: pa.Table, *, root: str, size: int, donors: list[SyntheticD
     """Ray Data map_batches: metadata rows -> `pairs` rows a photo: image, donor (index), target, and
     the photo's pose (`model.pose_grid`'s rotation, log scale, shift x, y)."""
     photos = load_photos(batch, root=root, size=size, with_masks=False, settings=settings)
-    distance = torch.cdist(skin_tone(torch.from_numpy(photos["image"])), torch.from_numpy(donor_skin))
-    choices = distance.argsort(dim=1)[:, :min(DONOR_CHOICES, len(donors))].numpy()
+    choices = nearest_donors(torch.from_numpy(photos["image"]), torch.from_numpy(donor_skin)).numpy()
     images, picked, targets, poses = [], [], [], []
     for row, image, options in zip(batch.to_pylist(), photos["image"], choices):
         rng = np.random.default_rng([seed, int.from_bytes(hashlib.sha256(row["photo_id"].encode()).digest()[:8])])

@@ -12,9 +12,9 @@
   proptosis, gaze, scleral redness, the lesion. A pose head reads the photo's in-plane rotation,
   scale and shift and the donor is put in that pose exactly (`pose_grid`), so the new face sits
   where the old one sat and the lesion stays where it was; a fine flow lets the decoder move what a
-  condition moves (lids, irises) rather than paint it anew. Nothing of the patient's eye region is kept: iris,
-  brows, eye shape and spacing, periocular skin are the donor's (a band of kept pixels identifies
-  the patient to an attacker who looks at the eyes: issue 18).
+  condition moves (lids, irises) rather than paint it anew. Nothing of the patient's eye region is
+  kept: iris, brows, eye shape and spacing, periocular skin are the donor's (a band of kept pixels
+  identifies the patient to an attacker who looks at the eyes: issue 18).
 - Enc_med is MedicalNet's encoder, frozen, run on the periocular band and laid back into the crop's
   stride-8 grid, so every location carries "what is medically here" beside "what is here".
 - The gate keeps the patient's own pixels only on the lesion Enc_med's segmenter finds (a few
@@ -155,8 +155,7 @@ class MedSemDeIDNet(nn.Module):
 
     def donor_choices(self, x_uint8_nhwc: torch.Tensor) -> torch.Tensor:
         """(N, DONOR_CHOICES) indices of the donors nearest each photo's skin tone, nearest first."""
-        distance = torch.cdist(skin_tone(x_uint8_nhwc), self.donor_skin)
-        return distance.argsort(dim=1)[:, :min(DONOR_CHOICES, len(self.donors))]
+        return nearest_donors(x_uint8_nhwc, self.donor_skin)
 
     def donor_images(self, index: torch.Tensor) -> torch.Tensor:
         """Donor faces `index` as model input, (N, 3, R, R) in [-1, 1]."""
@@ -204,8 +203,8 @@ class MedSemDeIDNet(nn.Module):
         """x, donor: (N, 3, R, R) in [-1, 1]; key: (N, key_dim); pose: x's true pose when known (training
         puts the donor in it, so the decoder learns on well-placed donors from the first step), else
         the pose head's reading. Returns y, the new face, the warped donor, the pose read from x
-        (`POSE_SPREAD`'s order), the gate (1 = the patient's pixel kept), the lesion zone and the medical reading of x (both None
-        without Enc_med)."""
+        (`POSE_SPREAD`'s order), the gate (1 = the patient's pixel kept), the lesion zone and the
+        medical reading of x (both None without Enc_med)."""
         n, size = len(x), x.shape[-1]
         reading = self.medical_reading(x)
         if reading is None:
@@ -249,6 +248,12 @@ def pose_grid(pose: torch.Tensor, size: int) -> torch.Tensor:
     a = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # (N, 2, 2)
     theta = torch.cat([a, -(a @ shift[:, :, None])], 2)
     return F.affine_grid(theta, (len(pose), 3, size, size), align_corners=False)
+
+
+def nearest_donors(images_uint8_nhwc: torch.Tensor, donor_skin: torch.Tensor) -> torch.Tensor:
+    """(N, DONOR_CHOICES) indices of the donors (their `skin_tone`s) nearest each face's skin tone, nearest first."""
+    distance = torch.cdist(skin_tone(images_uint8_nhwc), donor_skin)
+    return distance.argsort(dim=1)[:, :min(DONOR_CHOICES, len(donor_skin))]
 
 
 def skin_tone(images_uint8_nhwc: torch.Tensor) -> torch.Tensor:
