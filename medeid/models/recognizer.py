@@ -69,11 +69,18 @@ class Recognizer(nn.Module):
             raise ValueError(f"unknown architecture {architecture!r}; expected one of {ARCHITECTURES}")
         self.architecture, self.width = architecture, width
         w = width
-        block = BasicBlock if architecture == "resnet" else InvertedResidual
         # Synthetic identities live in coarse shape and colour: three strided stages are enough, and
         # keep a training step cheap on two CPU cores.
         self.stem = _conv_bn(3, w, stride=2)  # 56 x 56
-        self.stages = nn.Sequential(block(w, 2 * w, 2), block(2 * w, 4 * w, 2), block(4 * w, 8 * w, 2))  # 7 x 7
+        if architecture == "resnet":
+            self.stages = nn.Sequential(BasicBlock(w, 2 * w, 2), BasicBlock(2 * w, 4 * w, 2),
+                                        BasicBlock(4 * w, 8 * w, 2))  # 7 x 7
+        else:
+            # A strided and a residual block a stage: with one (a single 3 x 3 depthwise conv a stage) the
+            # evaluator reached TAR ~0.8 at FAR 1e-3 on the demo archive, ~0.96 with two.
+            self.stages = nn.Sequential(*(layer for cin, cout in ((w, 2 * w), (2 * w, 4 * w), (4 * w, 8 * w))
+                                          for layer in (InvertedResidual(cin, cout, 2),
+                                                        InvertedResidual(cout, cout, 1))))  # 7 x 7
         channels = 8 * w
         self.gdc = nn.Sequential(nn.Conv2d(channels, channels, 7, groups=channels, bias=False),
                                  nn.BatchNorm2d(channels))

@@ -72,7 +72,8 @@ def train_loop_per_worker(config: dict) -> None:
         vectors, labels = embed_all(model.recognizer, test)
         return {f"verify_{k}": v for k, v in verification_rates(vectors, labels, config["far"]).items()}
 
-    train_epochs(model, lambda params: torch.optim.SGD(params, lr=config["lr"], momentum=0.9, weight_decay=5e-4),
+    train_epochs(model, lambda params: torch.optim.SGD(params, lr=config["lr"], momentum=0.9,
+                                                           weight_decay=config["weight_decay"]),
                  config, train_step, evaluate, {"image": torch.uint8, "label": torch.int64}, "train_identity")
 
 
