@@ -76,6 +76,11 @@ class Condition:
         return asdict(self)
 
 
+def allowed_lateralities(disease: str) -> tuple[str, ...]:
+    """The sides `disease` can take in this world."""
+    return _ALLOWED_LATERALITY[disease]
+
+
 def sample_condition(rng: np.random.Generator, disease: str) -> Condition:
     """A random laterality, severity and presentation for `disease`."""
     if disease == HEALTHY:

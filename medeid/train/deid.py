@@ -2,8 +2,11 @@
 
 Each training photo comes with `pairs_per_photo` targets: the photo's condition, pose, gaze and
 lid opening drawn by the renderer on a donor of the model's bank (`medeid.synth.swap.donor_swap`),
-the donor picked as the API picks it (among those of the nearest skin tones). The network sees the photo and the
-donor's face and learns to draw the target; each step minimises (weights in `DeidConfig`):
+the donor picked as the API picks it (among those of the nearest skin tones), and the photo's own
+lesion kept in the target where it is (`keep_lesion`: the gate keeps it). The network sees the photo
+and the donor's face as the API gives it, drawn with the condition the frozen medical model reads on
+the photo (the ablation: the bank's face), and learns to draw the target; each step minimises
+(weights in `DeidConfig`):
 - paired: L1 between output and target, and between their image gradients (edges: lids, lesion
   borders; a seam or a pasted patch is a gradient the target lacks), the eye region weighted up;
 - warp: the donor put in the photo's true pose, against the target (the decoder trains on donors
@@ -29,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import ray.data
@@ -40,7 +44,7 @@ import torch.nn.functional as F
 from medeid import storage
 from medeid.config import DeidConfig
 from medeid.models.deid.api import MedSemDeID
-from medeid.models.deid.donors import SyntheticDonor, synthetic_donor
+from medeid.models.deid.donors import SyntheticDonor, condition_from_reading, synthetic_donor
 from medeid.models.deid.model import (
     POSE_SPREAD,
     DeidNetConfig,
@@ -52,13 +56,16 @@ from medeid.models.deid.model import (
 from medeid.models.medical import MedicalNet, eye_region
 from medeid.models.recognizer import INPUT_SIZE, load_torch_recognizer
 from medeid.pipelines.synthetic_archive import METADATA, read_metadata
-from medeid.synth.contact_sheet import image_grid
 from medeid.synth.cohort import photo_nuisance
+from medeid.synth.conditions import Condition
+from medeid.synth.contact_sheet import image_grid
+from medeid.synth.render import render
 from medeid.synth.swap import donor_swap
 from medeid.train.data import archive_dataset, load_photos, patient_ids_by_split, split_of
 from medeid.train.harness import read_state, run_training, train_epochs
 
 GRID_PHOTOS = 6
+LESION_PASTE_PX = 2  # the lesion's soft edge, kept with it
 
 
 def recognizer_input(x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +104,11 @@ def deid_loss(net: MedSemDeIDNet, model, batch: dict, cfg: dict, generator: torc
     x, target = to_model_input(batch["image"]), to_model_input(batch["target"])
     keys = F.normalize(torch.randn(len(x), cfg["key_dim"], generator=generator), dim=1).to(x.device)
     pose = batch["pose"].to(x.device)
-    out = model(x, keys, net.donor_images(batch["donor"].to(net.donors.device)), pose)
+    if "donor_image" in batch:  # the donor drawn with the condition Enc_med reads on the photo
+        donor = to_model_input(batch["donor_image"]).to(x.device)
+    else:
+        donor = net.donor_images(batch["donor"].to(net.donors.device))
+    out = model(x, keys, donor, pose)
     y = out["y"]
     eyes = eye_map(x.shape[-1]).to(x.device)
     weight = (1 + cfg["eye_weight"] * eyes) / (1 + cfg["eye_weight"] * float(eyes.mean()))  # mean 1
@@ -123,33 +134,65 @@ def deid_loss(net: MedSemDeIDNet, model, batch: dict, cfg: dict, generator: torc
     return total, {name: float(value.detach()) for name, value in parts.items()}
 
 
+def keep_lesion(target: np.ndarray, image: np.ndarray, lesion: np.ndarray, grow: int = LESION_PASTE_PX) -> np.ndarray:
+    """The target with the photo's own lesion (and a rim of `grow` pixels) in it: uint8 (R, R, 3).
+
+    The renderer draws the lesion at the donor's lid, a few pixels from where the patient's sat; the
+    model keeps the patient's lesion where it is (its gate), so the target shows it there."""
+    if not lesion.any():
+        return target
+    zone = cv2.dilate(lesion.astype(np.uint8), np.ones((2 * grow + 1,) * 2, np.uint8)) > 0
+    return np.where(zone[..., None], image, target)
+
+
+@functools.cache
+def _medical(uri: str, settings: storage.S3Settings | None) -> MedicalNet:
+    return MedicalNet.from_uri(uri, settings)
+
+
 def load_pairs(batch: pa.Table, *, root: str, size: int, donors: list[SyntheticDonor], donor_skin: np.ndarray,
-               pairs: int, seed: int, settings: storage.S3Settings | None = None) -> dict:
-    """Ray Data map_batches: metadata rows -> `pairs` rows a photo: image, donor (index), target, and
-    the photo's pose (`model.pose_grid`'s rotation, log scale, shift x, y)."""
-    photos = load_photos(batch, root=root, size=size, with_masks=False, settings=settings)
+               pairs: int, seed: int, medical_uri: str | None, settings: storage.S3Settings | None = None) -> dict:
+    """Ray Data map_batches: metadata rows -> `pairs` rows a photo: image, donor (index), donor_image
+    (the donor's face as the model will get it: drawn with the condition the medical model at
+    `medical_uri` reads on the photo; the bank's face without one), target, and the photo's pose
+    (`model.pose_grid`'s rotation, log scale, shift x, y)."""
+    photos = load_photos(batch, root=root, size=size, with_masks=True, settings=settings)
     choices = nearest_donors(torch.from_numpy(photos["image"]), torch.from_numpy(donor_skin)).numpy()
-    images, picked, targets, poses = [], [], [], []
-    for row, image, options in zip(batch.to_pylist(), photos["image"], choices):
+    readings = None
+    if medical_uri is not None:
+        readings = _medical(medical_uri, settings).classify(torch.from_numpy(photos["image"]))
+        readings = {head: value.numpy() for head, value in readings.items()}
+    out = {name: [] for name in ("image", "donor", "donor_image", "target", "pose")}
+    for i, (row, image, lesion, options) in enumerate(zip(batch.to_pylist(), photos["image"], photos["mask"],
+                                                          choices)):
         rng = np.random.default_rng([seed, int.from_bytes(hashlib.sha256(row["photo_id"].encode()).digest()[:8])])
         camera = photo_nuisance(row)
         for donor in rng.choice(options, size=min(pairs, len(options)), replace=False):
-            images.append(image), picked.append(int(donor))
-            targets.append(donor_swap(row, donors[donor].identity, donors[donor].camera, size)[0])
-            poses.append((camera.rotation, np.log(camera.scale), camera.shift_x, camera.shift_y))
-    return {"image": np.stack(images), "donor": np.array(picked, np.int64), "target": np.stack(targets),
-            "pose": np.array(poses, np.float32)}
+            person = donors[donor]
+            condition = Condition() if readings is None else condition_from_reading(
+                *(readings[head][i] for head in ("disease", "laterality", "severity")), int(rng.integers(2**31 - 1)))
+            drawn = donor_swap(row, person.identity, person.camera, size)[0]
+            out["image"].append(image), out["donor"].append(int(donor))
+            out["donor_image"].append(render(person.identity, condition, person.camera, size).image)
+            out["target"].append(keep_lesion(drawn, image, lesion > 0))
+            out["pose"].append((camera.rotation, np.log(camera.scale), camera.shift_x, camera.shift_y))
+    return {"image": np.stack(out["image"]), "donor": np.array(out["donor"], np.int64),
+            "donor_image": np.stack(out["donor_image"]), "target": np.stack(out["target"]),
+            "pose": np.array(out["pose"], np.float32)}
 
 
 def paired_dataset(root: str, size: int, donors: list[SyntheticDonor], donor_skin: np.ndarray, cfg: DeidConfig,
-                   settings: storage.S3Settings | None = None) -> ray.data.Dataset:
-    """The training patients' photos with their targets, drawn once (the renderer is the slow part)."""
+                   medical_uri: str | None, settings: storage.S3Settings | None = None) -> ray.data.Dataset:
+    """The training patients' photos with their donors and targets, drawn once (the renderer is the
+    slow part). `medical_uri`: the medical model whose reading the donors are drawn with (None: the
+    bank's faces, for the ablation without Enc_med)."""
     fs, path = storage.filesystem(storage.join(root, METADATA), settings)
     return (ray.data.read_parquet(path, filesystem=fs)
             .filter(lambda row: split_of(row["patient_id"], cfg.held_out) == "train")
             .map_batches(load_pairs, batch_size=16, batch_format="pyarrow",
                          fn_kwargs={"root": root, "size": size, "donors": donors, "donor_skin": donor_skin,
-                                    "pairs": cfg.pairs_per_photo, "seed": cfg.seed, "settings": settings}))
+                                    "pairs": cfg.pairs_per_photo, "seed": cfg.seed, "medical_uri": medical_uri,
+                                    "settings": settings}))
 
 
 def to_model_input(images: torch.Tensor) -> torch.Tensor:
@@ -210,7 +253,8 @@ def train_loop_per_worker(config: dict) -> None:
     train_epochs(net, lambda params: torch.optim.AdamW([p for p in params if p.requires_grad], lr=config["lr"],
                                                        weight_decay=1e-4),
                  config, train_step, evaluate,
-                 {"image": torch.uint8, "donor": torch.int64, "target": torch.uint8, "pose": torch.float32},
+                 {"image": torch.uint8, "donor": torch.int64, "donor_image": torch.uint8, "target": torch.uint8,
+                  "pose": torch.float32},
                  "train_deid",
                  ddp_kwargs={"forward_sync_buffers": False})
 
@@ -218,7 +262,8 @@ def train_loop_per_worker(config: dict) -> None:
 def net_config(cfg: DeidConfig, medical: MedicalNet, donors: int) -> DeidNetConfig:
     return DeidNetConfig(image_size=cfg.image_size, widths=tuple(cfg.widths), key_dim=cfg.key_dim,
                          encryptor_blocks=cfg.encryptor_blocks, use_enc_med=cfg.use_enc_med,
-                         medical=dataclasses.asdict(medical.config), donors=donors)
+                         medical=dataclasses.asdict(medical.config), donors=donors,
+                         donor_seed=cfg.seed if cfg.use_enc_med else None)
 
 
 def train_deid(archive_root: str, models_uri: str, output_uri: str, runs_uri: str, name: str,
@@ -239,7 +284,7 @@ def train_deid(archive_root: str, models_uri: str, output_uri: str, runs_uri: st
     n_train = len(patient_ids_by_split(archive_root, cfg.held_out, settings)["train"]) * cfg.pairs_per_photo
     started = time.monotonic()
     datasets = {"train": paired_dataset(archive_root, cfg.image_size, people, skin_tone(donors).numpy(), cfg,
-                                        settings).materialize(),
+                                        medical_uri if cfg.use_enc_med else None, settings).materialize(),
                 "test": archive_dataset(archive_root, "test", cfg.image_size, settings=settings,
                                         held_out=cfg.held_out).select_columns(["image"]).materialize()}
     print(f"[train_deid] {datasets['train'].count()} training pairs drawn in {time.monotonic() - started:.0f} s",

@@ -14,7 +14,7 @@ from medeid.models.export import export_recognizer_pack
 from medeid.models.medical import MedicalNet, MedicalNetConfig
 from medeid.models.recognizer import Recognizer
 from medeid.pipelines.synthetic_archive import build_archive
-from medeid.train.deid import train_deid
+from medeid.train.deid import keep_lesion, train_deid
 
 ROOT = "s3://deid-train"
 
@@ -50,6 +50,7 @@ def test_training_resumes_from_its_s3_checkpoint_and_saves_a_model_that_round_tr
     model = MedSemDeID.from_uri(figures["model"])
     saved = json.loads((storage.local_copy(figures["model"]) / "metrics.json").read_text())
     assert saved["donors"] == 8 and saved["config"]["epochs"] == 2 and len(model.version) == 16
+    assert model.net.config.donor_seed == cfg.seed  # its donors are drawn with the findings read on each photo
     photos = [codecs.decode(storage.read_bytes(f)) for f in storage.list_files(f"{world['archive']}/photos")[:3]]
     anonymized = model.deidentify(photos, "pw")
     assert model.recover(anonymized, "pw").status == [RECOVERED] * 3
@@ -57,3 +58,15 @@ def test_training_resumes_from_its_s3_checkpoint_and_saves_a_model_that_round_tr
     for original, back in zip(photos, model.recover(anonymized, "pw").images):
         mse = np.mean((original.astype(float) - back) ** 2)
         assert 10 * np.log10(255**2 / max(mse, 1e-9)) >= 30
+
+
+def test_the_target_keeps_the_photos_own_lesion_and_its_rim_and_nothing_else():
+    """The renderer draws a lesion at the donor's lid, a few pixels from the patient's; the model's gate
+    keeps the patient's lesion where it is, so the target must show it there."""
+    target, image = np.zeros((32, 32, 3), np.uint8), np.full((32, 32, 3), 200, np.uint8)
+    lesion = np.zeros((32, 32), bool)
+    lesion[10:13, 10:13] = True
+    out = keep_lesion(target, image, lesion, grow=2)
+    assert (out[8:15, 8:15] == 200).all()  # the lesion and 2 pixels around it
+    assert (out[:7] == 0).all() and (out[16:] == 0).all() and (out[:, :7] == 0).all()
+    assert keep_lesion(target, image, np.zeros((32, 32), bool)) is target  # no lesion: the drawn target

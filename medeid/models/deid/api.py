@@ -27,6 +27,7 @@ from medeid import storage
 from medeid.codecs import sha256
 from medeid.models.deid import payload
 from medeid.models.deid.align import FaceCrop, face_crop, paste_back, paste_weight
+from medeid.models.deid.donors import condition_from_reading, donor_with_condition
 from medeid.models.deid.model import MedSemDeIDNet
 from medeid.models.folder import WEIGHTS_FILE
 from medeid.passwords import ModelKey, Secret, derive_model_key
@@ -51,6 +52,11 @@ class Recovery:
 def donor_choice(key: ModelKey, choices: int) -> int:
     """Which of a photo's donor choices a key draws its new identity around (a hash of the key)."""
     return int.from_bytes(hashlib.sha256(b"medeid/donor\x00" + key.cipher_key).digest()[:8], "big") % choices
+
+
+def pattern_seed(key: ModelKey) -> int:
+    """What a key draws where the medical reading leaves the donor's look open (a hash of the key)."""
+    return int.from_bytes(hashlib.sha256(b"medeid/pattern\x00" + key.cipher_key).digest()[:4], "big") % (2**31 - 1)
 
 
 def _keys(password: Password | Sequence[Password], n: int, dim: int) -> list[ModelKey]:
@@ -106,8 +112,22 @@ class MedSemDeID:
         vectors = torch.from_numpy(np.stack([k.vector for k in keys])).to(self.device)
         choices = self.net.donor_choices(pixels)
         donors = torch.stack([row[donor_choice(k, len(row))] for row, k in zip(choices, keys)])
-        y = self.net(x, vectors, self.net.donor_images(donors))["y"]
+        y = self.net(x, vectors, self.donor_faces(x, donors, keys))["y"]
         return ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+    def donor_faces(self, x: torch.Tensor, donors: torch.Tensor, keys: list[ModelKey]) -> torch.Tensor:
+        """The donors' faces as network input: drawn with the condition Enc_med reads on each photo when
+        the model's donors can be drawn again (`donor_seed`), else the bank's faces. The key varies what
+        the reading leaves open (a strabismus' direction, a vessel pattern)."""
+        reading = self.net.medical_reading(x)
+        seed = self.net.config.donor_seed
+        if reading is None or seed is None:
+            return self.net.donor_images(donors)
+        probabilities = {head: reading[head].softmax(1).cpu().numpy() for head in ("disease", "laterality", "severity")}
+        faces = [donor_with_condition(int(donor), seed, condition_from_reading(
+            probabilities["disease"][i], probabilities["laterality"][i], probabilities["severity"][i],
+            pattern_seed(key)), self.resolution) for i, (donor, key) in enumerate(zip(donors.tolist(), keys))]
+        return torch.from_numpy(np.stack(faces)).to(x.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
     def deidentify(self, images: Sequence[np.ndarray], password: Password | Sequence[Password],
                    landmarks: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
@@ -158,7 +178,8 @@ class MedSemDeID:
 
             cut = thread_map(cut_and_seal, todo)  # sealing is PNG coding and AES: per photo, in parallel
             replaced = self.deidentify_crops(np.stack([crop for crop, _, _ in cut]), [keys[i] for i in todo])
-            pasted = thread_map(lambda j: paste_back(photos[todo[j]], replaced[j], cut[j][1], FEATHER), range(len(todo)))
+            pasted = thread_map(lambda j: paste_back(photos[todo[j]], replaced[j], cut[j][1], FEATHER),
+                                range(len(todo)))
             for j, i in enumerate(todo):
                 seals[i].append(cut[j][2])
                 photos[i] = pasted[j]

@@ -3,7 +3,11 @@
 Donors are people the synthetic world's renderer draws and no cohort contains (their own seed
 stream): frontal and centred like an aligned crop, under a clinic camera's lighting, walls,
 clothing and noise, so no two donors share a backdrop. The renderer can draw each donor again with
-any photo's condition and pose, which is what MedSem-DeID trains on (`medeid.synth.swap.donor_swap`).
+any photo's condition and pose, which is what MedSem-DeID trains on (`medeid.synth.swap.donor_swap`),
+and with the condition the medical model reads on a photo, which is the face MedSem-DeID starts its
+new face from (`donor_with_condition`, `condition_from_reading`): the donor already shows the
+findings, and the network puts them in the photo's pose, gaze and lids and keeps its lesion. On
+photos as on donors the signs then come from the medical reading, not from the patient's pixels.
 A real deployment's donors would be MeMa faces with labelled pairs drawn by its generator (the
 paper's setting); the demo's tiny generator cannot draw them yet.
 """
@@ -11,10 +15,19 @@ paper's setting); the demo's tiny generator cannot draw them yet.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
-from medeid.synth.conditions import Condition
+from medeid.synth.conditions import (
+    DISEASES,
+    HEALTHY,
+    LATERALITIES,
+    PERIOCULAR_TUMOUR,
+    STRABISMUS,
+    Condition,
+    allowed_lateralities,
+)
 from medeid.synth.identity import SEXES, Identity, sample_identity
 from medeid.synth.nuisance import Nuisance, sample_nuisance
 from medeid.synth.render import render
@@ -42,5 +55,31 @@ def synthetic_donor(index: int, seed: int = 0) -> SyntheticDonor:
     return SyntheticDonor(identity, camera)
 
 
+@functools.lru_cache(maxsize=4096)
+def _donor(index: int, seed: int) -> SyntheticDonor:
+    return synthetic_donor(index, seed)
+
+
+def donor_with_condition(index: int, seed: int, condition: Condition, size: int) -> np.ndarray:
+    """Donor `index` of the bank drawn with `seed`, showing `condition`: uint8 (size, size, 3), frontal."""
+    person = _donor(index, seed)
+    return render(person.identity, condition, person.camera, size).image
+
+
 def synthetic_donors(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
     return [synthetic_donor(i, seed).face(size) for i in range(count)]
+
+
+def condition_from_reading(disease: np.ndarray, laterality: np.ndarray, severity: np.ndarray,
+                           pattern_seed: int = 0) -> Condition:
+    """The condition a donor is drawn with, from the medical model's class probabilities for one photo:
+    the likeliest disease, its likeliest possible side and grade. A tumour is not drawn: the model's
+    lesion gate keeps the photo's own lesion where it is (its site and shape are not in the reading)."""
+    name = DISEASES[int(np.argmax(disease))]
+    if name in (HEALTHY, PERIOCULAR_TUMOUR):
+        return Condition()
+    sides = allowed_lateralities(name)
+    side = max(sides, key=lambda s: laterality[LATERALITIES.index(s)])
+    grade = 1 + int(np.argmax(severity[1:]))
+    variant = ("esotropia", "exotropia")[pattern_seed % 2] if name == STRABISMUS else ""
+    return Condition(disease=name, laterality=side, severity=grade, variant=variant, pattern_seed=pattern_seed)

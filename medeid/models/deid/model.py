@@ -8,11 +8,13 @@
     y = t + g * (x - t)
 
 - The new identity is the donor's, whole: the donor's frontal face, from a bank of people who are
-  no patient, repainted by the decoder with the photo's manifestations: lid position and aperture,
-  proptosis, gaze, scleral redness, the lesion. A pose head reads the photo's in-plane rotation,
-  scale and shift and the donor is put in that pose exactly (`pose_grid`), so the new face sits
-  where the old one sat and the lesion stays where it was; a fine flow lets the decoder move what a
-  condition moves (lids, irises) rather than paint it anew. Nothing of the patient's eye region is
+  no patient, drawn with the findings Enc_med reads on the photo (`MedSemDeID.donor_faces`: disease,
+  side and grade; without it the network lost every sign but "healthy", demo disease-accuracy ratio
+  0.38), then repainted by the decoder to the photo's lid aperture, gaze and the rest of its look.
+  A pose head reads the photo's in-plane rotation, scale and shift and the donor is put in that pose
+  exactly (`pose_grid`), so the new face sits where the old one sat and the lesion stays where it
+  was; a fine flow lets the decoder move what a condition moves (lids, irises) rather than paint it
+  anew. Nothing of the patient's eye region is
   kept: iris, brows, eye shape and spacing, periocular skin are the donor's (a band of kept pixels
   identifies the patient to an attacker who looks at the eyes: issue 18).
 - Enc_med is MedicalNet's encoder, frozen, run on the periocular band and laid back into the crop's
@@ -70,6 +72,9 @@ class DeidNetConfig:
     use_enc_med: bool = True  # False: the ablation without medical semantics
     medical: dict = field(default_factory=lambda: asdict(MedicalNetConfig()))
     donors: int = 1
+    # The donors are `synthetic_donor(i, donor_seed)`: drawn again with the condition Enc_med reads on
+    # each photo (`MedSemDeID`). None: the bank's healthy faces, as they are.
+    donor_seed: int | None = None
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
