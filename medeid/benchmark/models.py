@@ -18,8 +18,10 @@ def deid_model(directory: str, size: int, seed: int = 0) -> str:
     torch.manual_seed(seed)
     cfg = DeidConfig()
     donors = donor_bank(synthetic_donors(16, size), size)
-    net = MedSemDeIDNet(DeidNetConfig(image_size=size, widths=cfg.widths, medical=asdict(MedicalNetConfig(image_size=size)),
-                                      donors=len(donors)), donors)
+    # As trained: the donors (seed 0) are drawn again with each photo's reading.
+    medical = asdict(MedicalNetConfig(image_size=size))
+    net = MedSemDeIDNet(DeidNetConfig(image_size=size, widths=cfg.widths, medical=medical, donors=len(donors),
+                                      donor_seed=0), donors)
     net.save(f"{directory}/deid-{size}")
     return f"{directory}/deid-{size}"
 
