@@ -73,3 +73,19 @@ def test_with_drawable_donors_the_network_starts_from_the_donor_showing_the_read
     # without drawable donors): the sclera's red comes with it.
     redness = {k: (out[EYES][..., 0] - out[EYES][..., 1]).mean() for k, (_, out) in outputs.items()}
     assert redness[seed] > redness[None] + 1
+
+
+def test_a_photo_read_healthy_or_as_a_tumour_starts_from_the_banks_own_face():
+    """No finding to draw (a tumour is the gate's): the donor is the bank's healthy face, unchanged."""
+    torch.manual_seed(0)
+    medical = MedicalNet(MedicalNetConfig(image_size=SIZE, widths=(8, 16, 24, 32))).eval()
+    bank = donor_bank([synthetic_donor(i, 4).face(SIZE) for i in range(3)], SIZE)
+    net = MedSemDeIDNet(DeidNetConfig(image_size=SIZE, widths=(8, 16, 16), medical=asdict(medical.config),
+                                      donors=len(bank), donor_seed=4), bank)
+    x = torch.from_numpy(synthetic_donor(0, seed=99).face(SIZE)[None]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    for disease in ("healthy", PERIOCULAR_TUMOUR):
+        bias = torch.zeros_like(net.medical.disease_head.bias)
+        bias[DISEASES.index(disease)] = 50.0
+        net.medical.disease_head.bias.data = bias
+        faces = MedSemDeID(net).donor_faces(x, torch.tensor([1]), [derive_model_key("pw")])
+        assert torch.equal(faces, net.donor_images(torch.tensor([1])))

@@ -31,6 +31,7 @@ from medeid.models.deid.donors import condition_from_reading, donor_with_conditi
 from medeid.models.deid.model import MedSemDeIDNet
 from medeid.models.folder import WEIGHTS_FILE
 from medeid.passwords import ModelKey, Secret, derive_model_key
+from medeid.synth.conditions import Condition
 from medeid.threads import thread_map
 
 FEATHER = 0.08
@@ -123,11 +124,15 @@ class MedSemDeID:
         seed = self.net.config.donor_seed
         if reading is None or seed is None:
             return self.net.donor_images(donors)
-        probabilities = {head: reading[head].softmax(1).cpu().numpy() for head in ("disease", "laterality", "severity")}
-        faces = [donor_with_condition(int(donor), seed, condition_from_reading(
-            probabilities["disease"][i], probabilities["laterality"][i], probabilities["severity"][i],
-            pattern_seed(key)), self.resolution) for i, (donor, key) in enumerate(zip(donors.tolist(), keys))]
-        return torch.from_numpy(np.stack(faces)).to(x.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        heads = ("disease", "laterality", "severity")
+        probabilities = [reading[head].softmax(1).cpu().numpy() for head in heads]
+        faces = self.net.donor_images(donors)  # the bank holds them healthy: drawn again only when not
+        for i, (donor, key) in enumerate(zip(donors.tolist(), keys)):
+            condition = condition_from_reading(*(p[i] for p in probabilities), pattern_seed(key))
+            if condition != Condition():
+                drawn = donor_with_condition(donor, seed, condition, self.resolution)
+                faces[i] = torch.from_numpy(drawn).to(x.device).permute(2, 0, 1).float() / 127.5 - 1.0
+        return faces
 
     def deidentify(self, images: Sequence[np.ndarray], password: Password | Sequence[Password],
                    landmarks: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
