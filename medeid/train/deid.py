@@ -65,7 +65,7 @@ from medeid.train.data import archive_dataset, load_photos, patient_ids_by_split
 from medeid.train.harness import read_state, run_training, train_epochs
 
 GRID_PHOTOS = 6
-LESION_PASTE_PX = 2  # the lesion's soft edge, kept with it
+LESION_PASTE_PX = 0  # the lesion alone: a rim of the patient's skin showed as a patch on another skin tone
 
 
 def recognizer_input(x: torch.Tensor) -> torch.Tensor:

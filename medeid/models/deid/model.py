@@ -19,9 +19,9 @@
   identifies the patient to an attacker who looks at the eyes: issue 18).
 - Enc_med is MedicalNet's encoder, frozen, run on the periocular band and laid back into the crop's
   stride-8 grid, so every location carries "what is medically here" beside "what is here".
-- The gate keeps the patient's own pixels only on the lesion Enc_med's segmenter finds (a few
-  pixels around it): a lesion's look is the manifestation itself. The ablation without Enc_med has
-  no segmenter, so it keeps nothing.
+- The gate keeps the patient's own pixels only on the lesion Enc_med's segmenter finds (a pixel
+  around it, no more: a rim of the patient's skin shows on another skin tone): a lesion's look is
+  the manifestation itself. The ablation without Enc_med has no segmenter, so it keeps nothing.
 - The password keys the ID-encryptor's FiLM vector and which donor the new face is drawn from:
   among the `DONOR_CHOICES` whose skin tone is nearest the patient's, so the new face's colour
   suits the photo around it. Another password, another donor: another person.
@@ -55,7 +55,7 @@ MAX_FINE_FLOW = 0.05  # the fine flow (stride 2: lids and irises) moves donor pi
 # The photo's pose as the pose head reads it: in-plane rotation (radians), log scale, shift (crop units,
 # [-1, 1] across). Each is regressed in units of its spread in a clinic's photos (synth.nuisance).
 POSE_SPREAD = (0.05, 0.04, 0.03, 0.03)
-LESION_MARGIN_PX = 3  # around the segmented lesion, the patient's pixels may be kept
+LESION_MARGIN_PX = 1  # around the segmented lesion, the patient's pixels may be kept (3 kept a patch of skin)
 GATE_BIAS = 0.0  # the lesion gate starts half open: the paired loss opens or shuts it
 # Donors of the nearest skin tones a key chooses among: half the bank. Skin tone is an identity cue,
 # so a closer match costs privacy (a quarter of the bank: re-identification ~4.5 % instead of ~3 %).
