@@ -59,7 +59,6 @@ from medeid.pipelines.synthetic_archive import METADATA, read_metadata
 from medeid.synth.cohort import photo_nuisance
 from medeid.synth.conditions import Condition
 from medeid.synth.contact_sheet import image_grid
-from medeid.synth.render import render
 from medeid.synth.swap import donor_swap
 from medeid.train.data import archive_dataset, load_photos, patient_ids_by_split, split_of
 from medeid.train.harness import read_state, run_training, train_epochs
@@ -173,7 +172,7 @@ def load_pairs(batch: pa.Table, *, root: str, size: int, donors: list[SyntheticD
                 *(readings[head][i] for head in ("disease", "laterality", "severity")), int(rng.integers(2**31 - 1)))
             drawn = donor_swap(row, person.identity, person.camera, size)[0]
             out["image"].append(image), out["donor"].append(int(donor))
-            out["donor_image"].append(render(person.identity, condition, person.camera, size).image)
+            out["donor_image"].append(person.face(size, condition))
             out["target"].append(keep_lesion(drawn, image, lesion > 0))
             out["pose"].append((camera.rotation, np.log(camera.scale), camera.shift_x, camera.shift_y))
     return {"image": np.stack(out["image"]), "donor": np.array(out["donor"], np.int64),

@@ -113,25 +113,27 @@ class MedSemDeID:
         vectors = torch.from_numpy(np.stack([k.vector for k in keys])).to(self.device)
         choices = self.net.donor_choices(pixels)
         donors = torch.stack([row[donor_choice(k, len(row))] for row, k in zip(choices, keys)])
-        y = self.net(x, vectors, self.donor_faces(x, donors, keys))["y"]
+        reading = self.net.medical_reading(x)  # once: it picks the donor's findings and feeds the network
+        y = self.net(x, vectors, self.donor_faces(reading, donors, keys), reading=reading)["y"]
         return ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
-    def donor_faces(self, x: torch.Tensor, donors: torch.Tensor, keys: list[ModelKey]) -> torch.Tensor:
-        """The donors' faces as network input: drawn with the condition Enc_med reads on each photo when
-        the model's donors can be drawn again (`donor_seed`), else the bank's faces. The key varies what
-        the reading leaves open (a strabismus' direction, a vessel pattern)."""
-        reading = self.net.medical_reading(x)
+    def donor_faces(self, reading: dict[str, torch.Tensor] | None, donors: torch.Tensor,
+                    keys: list[ModelKey]) -> torch.Tensor:
+        """The donors' faces as network input: drawn with the condition of Enc_med's `reading` of each
+        photo (`MedSemDeIDNet.medical_reading`) when the model's donors can be drawn again
+        (`donor_seed`), else the bank's faces. The key varies what the reading leaves open (a
+        strabismus' direction, a vessel pattern)."""
+        faces = self.net.donor_images(donors)  # the bank holds them healthy: drawn again only when not
         seed = self.net.config.donor_seed
         if reading is None or seed is None:
-            return self.net.donor_images(donors)
+            return faces
         heads = ("disease", "laterality", "severity")
         probabilities = [reading[head].softmax(1).cpu().numpy() for head in heads]
-        faces = self.net.donor_images(donors)  # the bank holds them healthy: drawn again only when not
         for i, (donor, key) in enumerate(zip(donors.tolist(), keys)):
             condition = condition_from_reading(*(p[i] for p in probabilities), pattern_seed(key))
             if condition != Condition():
                 drawn = donor_with_condition(donor, seed, condition, self.resolution)
-                faces[i] = torch.from_numpy(drawn).to(x.device).permute(2, 0, 1).float() / 127.5 - 1.0
+                faces[i] = torch.from_numpy(drawn).to(faces.device).permute(2, 0, 1).float() / 127.5 - 1.0
         return faces
 
     def deidentify(self, images: Sequence[np.ndarray], password: Password | Sequence[Password],

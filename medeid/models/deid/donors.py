@@ -42,8 +42,9 @@ class SyntheticDonor:
     identity: Identity
     camera: Nuisance  # light, walls, clothing and noise; no pose: frontal and centred
 
-    def face(self, size: int) -> np.ndarray:
-        return render(self.identity, Condition(), self.camera, size).image
+    def face(self, size: int, condition: Condition = Condition()) -> np.ndarray:
+        """uint8 (size, size, 3), frontal: healthy, or showing `condition`."""
+        return render(self.identity, condition, self.camera, size).image
 
 
 def synthetic_donor(index: int, seed: int = 0) -> SyntheticDonor:
@@ -62,8 +63,7 @@ def _donor(index: int, seed: int) -> SyntheticDonor:
 
 def donor_with_condition(index: int, seed: int, condition: Condition, size: int) -> np.ndarray:
     """Donor `index` of the bank drawn with `seed`, showing `condition`: uint8 (size, size, 3), frontal."""
-    person = _donor(index, seed)
-    return render(person.identity, condition, person.camera, size).image
+    return _donor(index, seed).face(size, condition)
 
 
 def synthetic_donors(count: int, size: int, seed: int = 0) -> list[np.ndarray]:

@@ -204,14 +204,16 @@ class MedSemDeIDNet(nn.Module):
                              align_corners=False)
 
     def forward(self, x: torch.Tensor, key: torch.Tensor, donor: torch.Tensor,
-                pose: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                pose: torch.Tensor | None = None, reading: dict[str, torch.Tensor] | None = None
+                ) -> dict[str, torch.Tensor]:
         """x, donor: (N, 3, R, R) in [-1, 1]; key: (N, key_dim); pose: x's true pose when known (training
         puts the donor in it, so the decoder learns on well-placed donors from the first step), else
-        the pose head's reading. Returns y, the new face, the warped donor, the pose read from x
-        (`POSE_SPREAD`'s order), the gate (1 = the patient's pixel kept), the lesion zone and the
-        medical reading of x (both None without Enc_med)."""
+        the pose head's reading; reading: `medical_reading(x)` when the caller already made it.
+        Returns y, the new face, the warped donor, the pose read from x (`POSE_SPREAD`'s order), the
+        gate (1 = the patient's pixel kept), the lesion zone and the medical reading of x (both None
+        without Enc_med)."""
         n, size = len(x), x.shape[-1]
-        reading = self.medical_reading(x)
+        reading = self.medical_reading(x) if reading is None else reading
         if reading is None:
             features = x.new_zeros(n, self.medical.config.feature_channels, size // 8, size // 8)
         else:  # Enc_med's features in the crop's stride-8 grid
