@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from medeid import storage
 from medeid.config import DeidConfig
 from medeid.models.deid.api import MedSemDeID
-from medeid.models.deid.donors import SyntheticDonor, condition_from_reading, synthetic_donor
+from medeid.models.deid.donors import READING_HEADS, SyntheticDonor, matching_condition, synthetic_donor
 from medeid.models.deid.model import (
     POSE_SPREAD,
     DeidNetConfig,
@@ -157,10 +157,10 @@ def load_pairs(batch: pa.Table, *, root: str, size: int, donors: list[SyntheticD
     (`model.pose_grid`'s rotation, log scale, shift x, y)."""
     photos = load_photos(batch, root=root, size=size, with_masks=True, settings=settings)
     choices = nearest_donors(torch.from_numpy(photos["image"]), torch.from_numpy(donor_skin)).numpy()
-    readings = None
+    medical = readings = None
     if medical_uri is not None:
-        readings = _medical(medical_uri, settings).classify(torch.from_numpy(photos["image"]))
-        readings = {head: value.numpy() for head, value in readings.items()}
+        medical = _medical(medical_uri, settings)
+        readings = {head: value.numpy() for head, value in medical.classify(torch.from_numpy(photos["image"])).items()}
     out = {name: [] for name in ("image", "donor", "donor_image", "target", "pose")}
     for i, (row, image, lesion, options) in enumerate(zip(batch.to_pylist(), photos["image"], photos["mask"],
                                                           choices)):
@@ -168,8 +168,9 @@ def load_pairs(batch: pa.Table, *, root: str, size: int, donors: list[SyntheticD
         camera = photo_nuisance(row)
         for donor in rng.choice(options, size=min(pairs, len(options)), replace=False):
             person = donors[donor]
-            condition = Condition() if readings is None else condition_from_reading(
-                *(readings[head][i] for head in ("disease", "laterality", "severity")), int(rng.integers(2**31 - 1)))
+            reading = None if readings is None else {head: readings[head][i] for head in READING_HEADS}
+            condition = Condition() if reading is None else matching_condition(
+                reading, person, medical, size, int(rng.integers(2**31 - 1)))
             drawn = donor_swap(row, person.identity, person.camera, size)[0]
             out["image"].append(image), out["donor"].append(int(donor))
             out["donor_image"].append(person.face(size, condition))

@@ -27,7 +27,7 @@ from medeid import storage
 from medeid.codecs import sha256
 from medeid.models.deid import payload
 from medeid.models.deid.align import FaceCrop, face_crop, paste_back, paste_weight
-from medeid.models.deid.donors import condition_from_reading, donor_with_condition
+from medeid.models.deid.donors import READING_HEADS, bank_donor, matching_condition
 from medeid.models.deid.model import MedSemDeIDNet
 from medeid.models.folder import WEIGHTS_FILE
 from medeid.passwords import ModelKey, Secret, derive_model_key
@@ -121,19 +121,20 @@ class MedSemDeID:
                     keys: list[ModelKey]) -> torch.Tensor:
         """The donors' faces as network input: drawn with the condition of Enc_med's `reading` of each
         photo (`MedSemDeIDNet.medical_reading`) when the model's donors can be drawn again
-        (`donor_seed`), else the bank's faces. The key varies what the reading leaves open (a
-        strabismus' direction, a vessel pattern)."""
+        (`donor_seed`; `matching_condition`), else the bank's faces. The key picks the vessel pattern,
+        which no reading holds."""
         faces = self.net.donor_images(donors)  # the bank holds them healthy: drawn again only when not
         seed = self.net.config.donor_seed
         if reading is None or seed is None:
             return faces
-        heads = ("disease", "laterality", "severity")
-        probabilities = [reading[head].softmax(1).cpu().numpy() for head in heads]
+        probabilities = {head: reading[head].softmax(1).cpu().numpy() for head in READING_HEADS}
         for i, (donor, key) in enumerate(zip(donors.tolist(), keys)):
-            condition = condition_from_reading(*(p[i] for p in probabilities), pattern_seed(key))
+            person = bank_donor(donor, seed)
+            condition = matching_condition({head: p[i] for head, p in probabilities.items()}, person,
+                                           self.net.medical, self.resolution, pattern_seed(key))
             if condition != Condition():
-                drawn = donor_with_condition(donor, seed, condition, self.resolution)
-                faces[i] = torch.from_numpy(drawn).to(faces.device).permute(2, 0, 1).float() / 127.5 - 1.0
+                drawn = torch.from_numpy(person.face(self.resolution, condition)).to(faces.device)
+                faces[i] = drawn.permute(2, 0, 1).float() / 127.5 - 1.0
         return faces
 
     def deidentify(self, images: Sequence[np.ndarray], password: Password | Sequence[Password],
