@@ -40,7 +40,8 @@ class EndpointCheck:
     sent: int
     answered: dict[str, int]  # HTTP status (and error code) -> requests
     restored: int  # de-identified here, then restored to the original within the bar
-    archive_restored: int  # the archive job's copies restored by record id
+    archive_copies: int  # the archive job's copies of the photos sent, with recovery data kept (shared_uri)
+    archive_restored: int  # those restored by record id
     seconds: float
     largest_batch: int
     grid: str
@@ -84,7 +85,8 @@ def check_endpoint(model_uri: str, detector_uri: str, photos_uri: str, output_ur
         with ThreadPoolExecutor(clients) as pool:
             results = list(pool.map(round_trip, keys))
         seconds = time.perf_counter() - started
-        archive_restored = _restore_archive_copies(Client(url, token=token), shared_uri, originals, settings)
+        archive_copies, archive_restored = _restore_archive_copies(Client(url, token=token), shared_uri, originals,
+                                                                   settings)
     finally:
         serve.delete(APP_NAME)
     answered: dict[str, int] = {}
@@ -97,20 +99,22 @@ def check_endpoint(model_uri: str, detector_uri: str, photos_uri: str, output_ur
         rows.append([thumbnail(originals[key]), thumbnail(anonymized), thumbnail(back)])
         labels.append(key if len(key) <= 36 else "…" + key[-35:])
     grid_uri = _write_grid(rows, labels, output_uri, settings)
-    check = EndpointCheck(len(keys), answered, restored, archive_restored, seconds,
+    check = EndpointCheck(len(keys), answered, restored, archive_copies, archive_restored, seconds,
                           max(r[4] for r in results), grid_uri)
     storage.write_bytes(storage.join(output_uri, SUMMARY_FILE), json.dumps(asdict(check), indent=2).encode(), settings)
     return check
 
 
-def _restore_archive_copies(client: Client, shared_uri: str | None, originals: dict[str, bytes], settings) -> int:
+def _restore_archive_copies(client: Client, shared_uri: str | None, originals: dict[str, bytes],
+                            settings) -> tuple[int, int]:
+    """(the archive's copies tried, those restored within the bar)."""
     if not shared_uri:
-        return 0
+        return 0, 0
     from medeid.pipelines.anonymize import ArchiveLayout
 
     layout = ArchiveLayout.beside("", shared_uri)
     rows = {r["input_key"]: r for r in latest(read_manifest(layout.manifest, settings)).to_pylist()}
-    store, restored = RecoveryStore(layout.recovery, settings), 0
+    store, tried, restored = RecoveryStore(layout.recovery, settings), 0, 0
     for key, original in originals.items():
         row = rows.get(key)
         if row is None or row["status"] != ANONYMIZED or row["recovery"] == NONE:  # quarantined, or irreversible
@@ -119,10 +123,15 @@ def _restore_archive_copies(client: Client, shared_uri: str | None, originals: d
         if row["recovery"] == SEPARATE:
             seals = store.get(key, row["output_sha256"])
             recovery_data = None if seals is None else carrier.pack(seals)
-        back = client.recover(storage.read_bytes(storage.join(shared_uri, key), settings), record_id=key,
-                              recovery_data=recovery_data)
+        tried += 1
+        try:
+            back = client.recover(storage.read_bytes(storage.join(shared_uri, key), settings), record_id=key,
+                                  recovery_data=recovery_data)
+        except ServiceError as error:
+            print(f"[serve] archive copy {key}: {error.status} {error.code}", flush=True)
+            continue
         restored += restored_within_bar(original, back)
-    return restored
+    return tried, restored
 
 
 def _write_grid(rows: list, labels: list[str], output_uri: str, settings) -> str:

@@ -19,8 +19,8 @@ from medeid.models.deid.api import NO_RECOVERY_DATA, RECOVERED, WRONG_PASSWORD
 from medeid.passwords import Secret
 from medeid.synth.hospital_files import PHI, dicom_photo
 from tests.archive.seal_checks import seal_traces
-from tests.models.test_deid_api import model, psnr  # noqa: F401  (the module's small MedSem-DeID)
 from tests.models.test_deid_align import photo
+from tests.models.test_deid_api import model, psnr  # noqa: F401  (the module's small MedSem-DeID)
 
 SECRET = Secret("archive secret")
 LANDMARKS = np.array([[30.0, 40.0], [66.0, 40.0], [48.0, 58.0], [34.0, 76.0], [62.0, 76.0]])
@@ -49,7 +49,8 @@ def encoded(array: np.ndarray, fmt: str, **options) -> bytes:
 @pytest.mark.parametrize("fmt, mode", [("JPEG", "RGB"), ("PNG", "RGB"), ("PNG", "L"), ("TIFF", "RGB")])
 def test_a_face_is_replaced_written_alike_and_recovered_only_with_the_secret(model, fmt, mode):
     original = np.asarray(Image.fromarray(photo(120, 110, seed=7)).convert(mode).convert("RGB"))
-    data = encoded(np.asarray(Image.fromarray(original).convert(mode)), fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    options = {"quality": 95} if fmt == "JPEG" else {}
+    data = encoded(np.asarray(Image.fromarray(original).convert(mode)), fmt, **options)
     anonymizer = FileAnonymizer(model, FixedFaces(0.9), SECRET)
     outcome = anonymizer("clinic/ü 1." + fmt.lower(), data)
     assert outcome.status == ANONYMIZED and outcome.faces == 1 and outcome.reason is None
