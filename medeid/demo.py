@@ -46,8 +46,9 @@ STEPS = [  # (what, entrypoint)
                                         "--output", MEMA, "--compare-strategies"]),
     ("MeMa", ["jobs/build_mema.py", "--archive", ARCHIVE, "--models", MODELS, "--output", MEMA]),
     ("MedSem-DeID", ["jobs/train_deid.py", "--archive", ARCHIVE, "--models", MODELS, "--output", DEID]),
-    ("MedSem-DeID without Enc_med (ablation)", ["jobs/train_deid.py", "--archive", ARCHIVE, "--models", MODELS, "--output", DEID_ABLATION,
-                                                "--name", "deid-without-enc-med", "--without-enc-med"]),
+    ("MedSem-DeID without Enc_med (ablation)", ["jobs/train_deid.py", "--archive", ARCHIVE, "--models", MODELS,
+                                                "--output", DEID_ABLATION, "--name", "deid-without-enc-med",
+                                                "--without-enc-med"]),
     ("de-identification evaluated against the baselines", ["jobs/evaluate.py", "--archive", ARCHIVE,
                                                            "--models", MODELS, "--deid", DEID,
                                                            "--deid-without-enc-med", DEID_ABLATION,
@@ -109,10 +110,14 @@ def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
             else:
                 storage.copy_tree(uri, str(target), s3.settings)
     print(f"\n[demo] done in {(time.monotonic() - started) / 60:.1f} min. Look at:")
-    print(f"[demo]   {local / 'evaluation' / 'report.md'}       MedSem-DeID vs the baselines: bars, grids, privacy-utility plot")
-    print(f"[demo]   {local / 'archive-job' / 'report'}        the archive job's report: reconciliation, quarantine, before/after")
-    print(f"[demo]   {local / 'serve' / 'serve-check.png'}     the serving endpoint over HTTP: sent / de-identified / recovered")
-    print(f"[demo]   {local / 'deid' / 'samples.png'}             original / de-identified / recovered / wrong password")
+    print(f"[demo]   {local / 'evaluation' / 'report.md'}       "
+          "MedSem-DeID vs the baselines: bars, grids, privacy-utility plot")
+    print(f"[demo]   {local / 'archive-job' / 'report'}        "
+          "the archive job's report: reconciliation, quarantine, before/after")
+    print(f"[demo]   {local / 'serve' / 'serve-check.png'}     "
+          "the serving endpoint over HTTP: sent / de-identified / recovered")
+    print(f"[demo]   {local / 'deid' / 'samples.png'}             "
+          "original / de-identified / recovered / wrong password")
     print(f"[demo]   {local / 'mema' / 'card' / 'README.md'}   the MeMa dataset card: bars, privacy audit, pictures")
     print(f"[demo]   {local / 'mema' / 'strategies.png'}        txt2img vs img2img vs inpainting, same conditions")
     print(f"[demo]   {local / 'generator' / 'samples.png'}      what the fine-tuned generator draws")

@@ -83,6 +83,8 @@ def test_recovery_finds_the_layout_from_the_manifest_prefix():
     written = ArchiveLayout.beside("s3://h/photos", "s3://share/photos/")
     found = ArchiveLayout.of_manifest(written.manifest)
     assert (found.output, found.manifest, found.quarantine) == (written.output, written.manifest, written.quarantine)
+    assert found.recovery == written.recovery == "s3://share/photos-recovery"  # the store, beside the manifest
+    assert ArchiveLayout.of_manifest(written.manifest, recovery_uri="s3://vault/store/").recovery == "s3://vault/store"
     assert ArchiveLayout.of_manifest("s3://x/rows", "s3://share/photos").output == "s3://share/photos"
     with pytest.raises(ValueError, match="-manifest"):
         ArchiveLayout.of_manifest("s3://x/rows")
