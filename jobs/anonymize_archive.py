@@ -6,7 +6,9 @@
 
 Writes <output>/<key> for every anonymized input, <output>-quarantine/<key> (the input, untouched)
 for every file it cannot anonymize, the manifest under <output>-manifest/run=<id>/ and the run's
-report, with a before/after grid, under <output>-report/run=<id>/. A re-run
+report, with a before/after grid, under <output>-report/run=<id>/. The faces' recovery data goes to
+<output>-recovery/ (--recovery separate, the default: the shared copy carries none), into each file
+(embedded), or nowhere (none: irreversible). A re-run
 skips what the manifest holds as finished. Ends with inputs = anonymized + no-face + quarantined +
 skipped, checked. Photos in which no face is found are quarantined unless --pass-faceless.
 """
@@ -16,6 +18,7 @@ import dataclasses
 import json
 import sys
 
+from medeid.archive.recovery import MODES
 from medeid.config import load_config
 from medeid.pipelines.anonymize import SECRET_VARIABLE, anonymize_archive, archive_secret
 from medeid.raycluster import init_ray
@@ -30,6 +33,8 @@ def main() -> int:
     parser.add_argument("--secret-file", help=f"file holding the archive secret (else ${SECRET_VARIABLE})")
     parser.add_argument("--pass-faceless", action="store_true", default=None,
                         help="pass photos without a face (metadata stripped) instead of quarantining them")
+    parser.add_argument("--recovery", choices=MODES, help="where the faces' recovery data goes (default: the "
+                        "config's, separate: <output>-recovery/, on the hospital's side)")
     parser.add_argument("--actors", type=int, help="anonymizing actors")
     parser.add_argument("--batch-size", type=int, help="files per actor call and manifest part")
     parser.add_argument("--report-samples", type=int, help="before/after pairs in the run's report")
@@ -39,7 +44,8 @@ def main() -> int:
     secret = archive_secret(args.secret_file)
     config = load_config(args.config, {"anonymize.actors": args.actors, "anonymize.batch_size": args.batch_size,
                                        "anonymize.report_samples": args.report_samples,
-                                       "anonymize.pass_faceless": args.pass_faceless})
+                                       "anonymize.pass_faceless": args.pass_faceless,
+                                       "anonymize.recovery": args.recovery})
     settings, cfg = config.storage.settings(), config.anonymize
     print("config:", json.dumps(dataclasses.asdict(cfg)), flush=True)
 
@@ -47,7 +53,8 @@ def main() -> int:
     run = anonymize_archive(args.input, args.output, args.model, args.detector, secret, run_id=args.run_id,
                             settings=settings, pass_faceless=cfg.pass_faceless, actors=cfg.actors,
                             batch_size=cfg.batch_size, report_samples=cfg.report_samples,
-                            gpus_per_actor=cfg.gpus_per_actor, actor_resources=cfg.actor_resources)
+                            gpus_per_actor=cfg.gpus_per_actor, actor_resources=cfg.actor_resources,
+                            recovery=cfg.recovery)
     return 0 if run.summary.balanced else 1
 
 

@@ -3,9 +3,12 @@
     python jobs/recover.py --manifest s3://share/photos-manifest --keys "2024/a.jpg,2024/b.png" \
         --model s3://models/deid --secret-file /secure/archive.secret --output s3://restricted/restored
 
-Reads each key's anonymized file (checked against the manifest's sha256), opens the sealed
-originals it carries with that file's password (derived from the secret and the key) and writes
-the photo with its faces restored under --output. Prints one status per key.
+Reads each key's anonymized file (checked against the manifest's sha256), opens its sealed
+originals with that file's password (derived from the secret and the key) and writes the photo
+with its faces restored under --output. The seals come from where the manifest says the job kept
+them: the recovery store <anonymized>-recovery/ (the default, `separate`; --recovery-store names
+another place) or the file itself (`embedded`). A file written with `none` cannot be restored, and
+says so. Prints one status per key.
 """
 
 import argparse
@@ -22,16 +25,18 @@ def main() -> int:
     parser.add_argument("--model", required=True, help="the MedSem-DeID model the job used")
     parser.add_argument("--output", required=True, help="where restored photos go (same keys)")
     parser.add_argument("--anonymized", help="the anonymized copy (default: the manifest prefix without -manifest)")
+    parser.add_argument("--recovery-store", help="the job's recovery store (default: <anonymized>-recovery)")
     parser.add_argument("--secret-file", help=f"file holding the archive secret (else ${SECRET_VARIABLE})")
     parser.add_argument("--config", default="demo", help="preset name or YAML file (storage settings)")
     args = parser.parse_args()
     secret = archive_secret(args.secret_file)
     try:
-        layout = ArchiveLayout.of_manifest(args.manifest, args.anonymized)
+        layout = ArchiveLayout.of_manifest(args.manifest, args.anonymized, args.recovery_store)
     except ValueError as error:
         parser.error(f"{error} (--anonymized)")
     keys = [k for k in args.keys.split(",") if k]
-    statuses = recover_photos(layout, keys, args.output, args.model, secret, load_config(args.config).storage.settings())
+    settings = load_config(args.config).storage.settings()
+    statuses = recover_photos(layout, keys, args.output, args.model, secret, settings)
     for key, status in statuses.items():
         print(f"[recover] {key}: {status}", flush=True)
     restored = sum(status == "recovered" for status in statuses.values())

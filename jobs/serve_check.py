@@ -6,8 +6,10 @@
 
 Sends photos concurrently to /v1/deidentify (record id = key), restores them through /v1/recover,
 and, with --shared, restores the archive job's copies by record id as well (the server's secret
-being the archive's). Writes serve-check.png and serve-check.json under --output; exits non-zero
-unless every photo it de-identified came back.
+being the archive's), each with its recovery data from the job's private store (<shared>-recovery/,
+the job's default `separate` mode) or from the file (`embedded`). Writes serve-check.png and
+serve-check.json under --output; exits non-zero unless every photo it de-identified, and every
+archive copy it tried, came back.
 """
 
 import argparse
@@ -28,19 +30,23 @@ def main() -> int:
     parser.add_argument("--token-file", required=True, help="the recovery bearer token")
     parser.add_argument("--shared", help="the archive job's anonymized copy of --photos, to restore by record id")
     parser.add_argument("--requests", type=int, default=24, help="photos sent")
-    parser.add_argument("--port", type=int, default=8000, help="Serve's HTTP port on 127.0.0.1 (if it is not running yet)")
+    parser.add_argument("--port", type=int, default=8000,
+                        help="Serve's HTTP port on 127.0.0.1 (if it is not running yet)")
     parser.add_argument("--config", default="demo", help="preset name or YAML file (serve section, storage)")
     args = parser.parse_args()
     settings = load_config(args.config).storage.settings()
 
     init_ray()
     check = check_endpoint(args.model, args.detector, args.photos, args.output, args.secret_file, args.token_file,
-                           shared_uri=args.shared, photos=args.requests, port=args.port, config=args.config, settings=settings)
+                           shared_uri=args.shared, photos=args.requests, port=args.port, config=args.config,
+                           settings=settings)
     deidentified = check.answered.get("200", 0)
     print(f"[serve] {check.sent} sent in {check.seconds:.1f} s (largest batch {check.largest_batch}): "
           f"{check.answered}; {check.restored} of {deidentified} restored through /v1/recover; "
-          f"{check.archive_restored} archive copies restored by record id; grid: {check.grid}", flush=True)
-    return 0 if deidentified and check.restored == deidentified else 1
+          f"{check.archive_restored} of {check.archive_copies} archive copies restored by record id; "
+          f"grid: {check.grid}", flush=True)
+    every_copy = check.archive_restored == check.archive_copies and (check.archive_copies > 0 or not args.shared)
+    return 0 if deidentified and check.restored == deidentified and every_copy else 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@
     anonymized = client.deidentify(photo_bytes, password="per-photo password")   # -> Deidentified
     original = client.recover(anonymized.data, password="per-photo password")
     anonymized = client.deidentify(photo_bytes, record_id="MRN-0042/visit-3")     # server-derived password
+    shared = client.deidentify(photo_bytes, password="pw", recovery="separate")    # .recovery_data kept apart
+    original = client.recover(shared.data, password="pw", recovery_data=shared.recovery_data)
 
 Errors come back as `ServiceError` with the HTTP status and the server's error code; passwords and
 the token are never part of one (nor of this object's repr).
@@ -11,6 +13,7 @@ the token are never part of one (nor of this object's repr).
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -18,7 +21,7 @@ import requests
 
 from medeid.passwords import Secret
 
-PASSWORD_HEADER, RECORD_ID_HEADER = "X-Medeid-Password", "X-Medeid-Record-Id"
+PASSWORD_HEADER, RECORD_ID_HEADER, RECOVERY_HEADER = "X-Medeid-Password", "X-Medeid-Record-Id", "X-Medeid-Recovery"
 
 
 class ServiceError(Exception):
@@ -34,6 +37,7 @@ class Deidentified:
     faces: int
     model: str  # the model version that made it
     batch: int  # how many requests shared its forward pass
+    recovery_data: bytes | None = None  # recovery "separate": the faces' sealed originals, kept apart from `data`
 
 
 class Client:
@@ -48,26 +52,42 @@ class Client:
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
 
-    def deidentify(self, data: bytes, *, password: Secret | str | None = None, record_id: str | None = None) -> Deidentified:
-        response = self._post("/v1/deidentify", data, _identity(password, record_id))
-        return Deidentified(response.content, response.headers.get("Content-Type", ""),
-                            int(response.headers.get("X-Medeid-Faces", 0)), response.headers.get("X-Medeid-Model", ""),
-                            int(response.headers.get("X-Medeid-Batch", 1)))
+    def deidentify(self, data: bytes, *, password: Secret | str | None = None, record_id: str | None = None,
+                   recovery: str = "embedded") -> Deidentified:
+        """`recovery`: where the faces' recovery data goes: `embedded` in the file, `separate` (returned
+        in `Deidentified.recovery_data`, never inside the file), or `none`."""
+        response = self._post("/v1/deidentify", data, {**_identity(password, record_id), RECOVERY_HEADER: recovery})
+        image, media_type, recovery_data = response.content, response.headers.get("Content-Type", ""), None
+        if media_type.startswith("application/json"):
+            fields = response.json()
+            image, media_type = base64.b64decode(fields["image"]), fields["media_type"]
+            recovery_data = base64.b64decode(fields["recovery_data"])
+        return Deidentified(image, media_type, int(response.headers.get("X-Medeid-Faces", 0)),
+                            response.headers.get("X-Medeid-Model", ""), int(response.headers.get("X-Medeid-Batch", 1)),
+                            recovery_data)
 
-    def recover(self, data: bytes, *, password: Secret | str | None = None, record_id: str | None = None) -> bytes:
+    def recover(self, data: bytes, *, password: Secret | str | None = None, record_id: str | None = None,
+                recovery_data: bytes | None = None) -> bytes:
+        """The original faces; `recovery_data` for a file de-identified with recovery `separate`."""
         headers = _identity(password, record_id)
         if self._token is not None:
             headers["Authorization"] = "Bearer " + self._token.reveal().decode()
-        return self._post("/v1/recover", data, headers).content
+        if recovery_data is None:
+            return self._post("/v1/recover", data, headers).content
+        body = {"image": base64.b64encode(data).decode(), "recovery_data": base64.b64encode(recovery_data).decode()}
+        return self._post("/v1/recover", body, headers).content
 
     def ready(self) -> dict:
         response = self.session.get(self.url + "/readyz", timeout=self.timeout_s)
         _raise_for(response)
         return response.json()
 
-    def _post(self, path: str, data: bytes, headers: dict[str, str]) -> requests.Response:
-        response = self.session.post(self.url + path, data=data, timeout=self.timeout_s,
-                                     headers={"Content-Type": "application/octet-stream", **headers})
+    def _post(self, path: str, data: bytes | dict, headers: dict[str, str]) -> requests.Response:
+        if isinstance(data, dict):  # a JSON body (requests sets its Content-Type)
+            response = self.session.post(self.url + path, json=data, timeout=self.timeout_s, headers=headers)
+        else:
+            response = self.session.post(self.url + path, data=data, timeout=self.timeout_s,
+                                         headers={"Content-Type": "application/octet-stream", **headers})
         _raise_for(response)
         return response
 

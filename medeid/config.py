@@ -205,6 +205,9 @@ class AnonymizeConfig:
     batch_size: int = 32  # files per actor call and per manifest part (8: 37 files/s on 2 cores, 32: 40)
     report_samples: int = 8  # before/after pairs in the run's report
     pass_faceless: bool = False  # True passes photos without a face (metadata stripped) instead of quarantining
+    # Where each file's recovery data goes (medeid.archive.recovery): separate (a private store beside
+    # the manifest; the shared copy carries none), embedded (inside the file), none (irreversible).
+    recovery: str = "separate"
     demo_photos: int = 240  # patient photos in the demo's archive of files (`jobs/make_hospital_files.py`)
     gpus_per_actor: float = 0.0  # > 0 runs MedSem-DeID on CUDA in each anonymizing actor
     actor_resources: dict[str, float] | None = None  # custom resources each actor needs (see MemaConfig)

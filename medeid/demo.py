@@ -5,8 +5,10 @@ user would on a real cluster, every job MeMa needs: the synthetic archive, the r
 medical model, the generator fine-tune, the strategy comparison and build_mema itself, then MedSem-DeID
 (and its ablation without Enc_med) and their evaluation against the baselines, then the face
 detector and the archive job over a hospital archive of files (every format and every kind of
-trouble), under an archive secret made for the run and kept in a private temporary file, then the
-serving endpoint, deployed on the cluster and called over HTTP. Then it
+trouble), under an archive secret made for the run and kept in a private temporary file, in the
+job's default recovery mode (`separate`: the seals in `<shared>-recovery/`, not in the files), then
+the serving endpoint, deployed on the cluster and called over HTTP, which also restores the archive's
+copies by key with the recovery data from that store. Then it
 copies what a person looks at to a local folder (the S3 server keeps data in memory only) and
 stops everything, also on failure.
 
@@ -60,7 +62,9 @@ STEPS = [  # (what, entrypoint)
     ("hospital archive of files", ["jobs/make_hospital_files.py", "--output", HOSPITAL]),
     ("archive anonymized", ["jobs/anonymize_archive.py", "--input", HOSPITAL, "--output", SHARED, "--model", DEID,
                             "--detector", DETECTOR, "--secret-file", SECRET_FILE]),
-    # The endpoint holds the archive's secret: it also restores the archive job's copies by record id (key).
+    # The endpoint holds the archive's secret: it also restores the archive job's copies by record id (key),
+    # each sent with its recovery data from the job's store (the default `separate` mode; the check exits
+    # non-zero unless every copy comes back).
     ("serving endpoint, called over HTTP", ["jobs/serve_check.py", "--model", DEID, "--detector", DETECTOR,
                                             "--photos", HOSPITAL, "--shared", SHARED, "--output", SERVE_CHECK,
                                             "--secret-file", SECRET_FILE, "--token-file", TOKEN_FILE,
@@ -111,10 +115,14 @@ def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
             else:
                 storage.copy_tree(uri, str(target), s3.settings)
     print(f"\n[demo] done in {(time.monotonic() - started) / 60:.1f} min. Look at:")
-    print(f"[demo]   {local / 'evaluation' / 'report.md'}       MedSem-DeID vs the baselines: bars, grids, privacy-utility plot")
-    print(f"[demo]   {local / 'archive-job' / 'report'}        the archive job's report: reconciliation, quarantine, before/after")
-    print(f"[demo]   {local / 'serve' / 'serve-check.png'}     the serving endpoint over HTTP: sent / de-identified / recovered")
-    print(f"[demo]   {local / 'deid' / 'samples.png'}             original / de-identified / recovered / wrong password")
+    print(f"[demo]   {local / 'evaluation' / 'report.md'}       "
+          "MedSem-DeID vs the baselines: bars, grids, privacy-utility plot")
+    print(f"[demo]   {local / 'archive-job' / 'report'}        "
+          "the archive job's report: reconciliation, quarantine, before/after")
+    print(f"[demo]   {local / 'serve' / 'serve-check.png'}     "
+          "the serving endpoint over HTTP: sent / de-identified / recovered")
+    print(f"[demo]   {local / 'deid' / 'samples.png'}             "
+          "original / de-identified / recovered / wrong password")
     print(f"[demo]   {local / 'mema' / 'card' / 'README.md'}   the MeMa dataset card: bars, privacy audit, pictures")
     print(f"[demo]   {local / 'mema' / 'strategies.png'}        txt2img vs img2img vs inpainting, same conditions")
     print(f"[demo]   {local / 'generator' / 'samples.png'}      what the fine-tuned generator draws")

@@ -140,6 +140,9 @@ ARCHIVE_MANIFEST = pa.schema([
     _field("output_key", pa.string(), "output file, relative to the output prefix (same as input_key)", nullable=True),
     _field("output_sha256", pa.string(), "of the output bytes", nullable=True),
     _field("faces", pa.int32(), "faces found and replaced"),
+    _field("recovery", pa.string(), "where the file's recovery data went: embedded | separate | none "
+           "(medeid.archive.recovery); null when quarantined or skipped, and in rows older than the column",
+           nullable=True),
     _field("model_version", pa.string(), "MedSem-DeID weights' sha256 prefix", nullable=True),
     _field("model_sha256", pa.string(), "MedSem-DeID weights' full sha256", nullable=True),
     _field("processed_at", pa.timestamp("us", tz="UTC"), "when the row was written"),

@@ -6,8 +6,8 @@
 Per file: recognise it by content and decode it (`formats`, `dicom`); find every face; replace each
 with MedSem-DeID under the file's own password (derived from the archive secret and the file's key,
 so any file can be restored and no two share a password); write it back in its own format with no
-metadata but the ICC profile (DICOM: the basic profile); carry each face's sealed original in the
-file (`carrier`).
+metadata but the ICC profile (DICOM: the basic profile); keep each face's sealed original where the
+recovery mode says (`recovery`): in the file (`carrier`), apart from it for a private store, or nowhere.
 
 It fails closed: a photo in which no face is found, or only a borderline one, is quarantined (a
 missed face is a leaked patient) unless the archive is declared to hold faceless images
@@ -29,6 +29,7 @@ from medeid import storage
 from medeid.archive import carrier, dicom, formats
 from medeid.archive.formats import Rejected
 from medeid.archive.manifest import ANONYMIZED, NO_FACE, QUARANTINED
+from medeid.archive.recovery import EMBEDDED, SEPARATE, check_mode
 from medeid.models.deid.api import NO_RECOVERY_DATA, RECOVERED, MedSemDeID, Password
 from medeid.passwords import Secret, derive_model_key, image_password
 from medeid.threads import thread_map
@@ -59,6 +60,8 @@ class FileOutcome:
     output: bytes | None = None  # the anonymized file; None when quarantined
     faces: int = 0
     problem: str | None = None  # quarantined: the kind of trouble (formats' kinds, no_face, borderline_face)
+    recovery: str | None = None  # where the seals went (`recovery` modes); None when quarantined
+    seals: tuple[bytes, ...] = ()  # `separate` mode only: the seals the file does not carry
 
 
 @dataclass(frozen=True)
@@ -101,14 +104,15 @@ class _Planned:
 class FileAnonymizer:
     """Files in, anonymized files (or why not) out. `secret` is the archive's: each file's password
     is derived from it and the file's key (`__call__`). Without one, callers give each file's
-    password (`anonymize`, as the serving endpoint does)."""
+    password (`anonymize`, as the serving endpoint does). `recovery` is the default mode for where
+    the seals go (`medeid.archive.recovery`)."""
 
     def __init__(self, model: MedSemDeID, detector: FaceFinder, secret: Secret | None, *, face_threshold: float = 0.5,
                  borderline_threshold: float = 0.3, pass_faceless: bool = False,
-                 max_pixels: int = formats.MAX_PIXELS):
+                 max_pixels: int = formats.MAX_PIXELS, recovery: str = EMBEDDED):
         if not borderline_threshold <= face_threshold:
             raise ValueError("borderline_threshold must not exceed face_threshold")
-        self.model, self.detector, self.secret = model, detector, secret
+        self.model, self.detector, self.secret, self.recovery = model, detector, secret, check_mode(recovery)
         self.face_threshold, self.borderline_threshold = face_threshold, borderline_threshold
         self.pass_faceless, self.max_pixels = pass_faceless, max_pixels
         self.uid_key = dicom_uid_key(secret) if secret is not None else None
@@ -124,7 +128,8 @@ class FileAnonymizer:
         detector = FaceDetector.from_uri(detector_uri, settings)
         threshold = detector.det_thresh  # the pack's own
         detector.set_threshold(threshold * BORDERLINE_SHARE)
-        return cls(model, detector, secret, face_threshold=threshold, borderline_threshold=detector.det_thresh, **options)
+        return cls(model, detector, secret, face_threshold=threshold, borderline_threshold=detector.det_thresh,
+                   **options)
 
     def __call__(self, key: str, data: bytes) -> FileOutcome:
         """One archive file, under its own password (from the archive secret and `key`)."""
@@ -132,25 +137,33 @@ class FileAnonymizer:
             raise ValueError("this anonymizer has no archive secret: give passwords to `anonymize`")
         return self.anonymize([lambda: image_password(self.secret, key)], [data])[0]
 
-    def anonymize(self, passwords: Sequence[Password | Callable[[], Password]], files: Sequence[bytes]) -> list[FileOutcome]:
+    def anonymize(self, passwords: Sequence[Password | Callable[[], Password]], files: Sequence[bytes],
+                  recovery: Sequence[str] | None = None) -> list[FileOutcome]:
         """Several files, each under its own password (or a function giving it, called only for files
-        with a face), with one batched pass of the network over their faces."""
+        with a face) and recovery mode (default: this anonymizer's), with one batched pass of the
+        network over their faces."""
+        modes = [check_mode(m) for m in recovery] if recovery is not None else [self.recovery] * len(files)
         plans = thread_map(self._plan, files)  # decoding and detection: per file, in parallel
         todo = [i for i, plan in enumerate(plans) if isinstance(plan, _Planned) and plan.faces]
         keyed = {i: passwords[i]() if callable(passwords[i]) else passwords[i] for i in todo}
         replaced = dict(zip(todo, self.model.deidentify_faces_batch(
             [plans[i].decoded.rgb for i in todo], [keyed[i] for i in todo], [plans[i].faces for i in todo])))
-        return thread_map(lambda i: self._finish(plans[i], *replaced.get(i, (None, [])), keyed.get(i)), range(len(plans)))
+        return thread_map(lambda i: self._finish(plans[i], *replaced.get(i, (None, [])), keyed.get(i), modes[i]),
+                          range(len(plans)))
 
     def _finish(self, plan: "_Planned | FileOutcome", out: np.ndarray | None, seals: list[bytes],
-                password: Password | None) -> FileOutcome:
-        """The anonymized file, written in its format with its seals (quarantine outcomes pass through)."""
+                password: Password | None, recovery: str) -> FileOutcome:
+        """The anonymized file, written in its format, its seals where `recovery` says (quarantine
+        outcomes pass through)."""
         if isinstance(plan, FileOutcome):
             return plan
         if plan.decoded.dataset is not None:
             dicom.anonymize_header(plan.decoded.dataset, self.uid_key or self._uid_key_of(password))
         encoded = plan.decoded.encode(plan.decoded.rgb if out is None else out)
-        return FileOutcome(plan.status, plan.reason, carrier.attach(encoded, seals) if seals else encoded, len(seals))
+        if recovery == EMBEDDED and seals:
+            encoded = carrier.attach(encoded, seals)
+        kept_apart = tuple(seals) if recovery == SEPARATE else ()  # `none`: the seals go no further
+        return FileOutcome(plan.status, plan.reason, encoded, len(seals), recovery=recovery, seals=kept_apart)
 
     def _plan(self, data: bytes) -> _Planned | FileOutcome:
         """Decode and find the faces: what to replace, or why the file is quarantined."""
@@ -176,15 +189,17 @@ class FileAnonymizer:
             return os.urandom(32)
         return hmac.new(derive_model_key(password).cipher_key, DICOM_UID_CONTEXT, hashlib.sha256).digest()
 
-    def recover(self, key: str, data: bytes) -> tuple[bytes, str]:
-        return recover_file(self.model, image_password(self.secret, key), data)
+    def recover(self, key: str, data: bytes, seals: Sequence[bytes] | None = None) -> tuple[bytes, str]:
+        return recover_file(self.model, image_password(self.secret, key), data, seals)
 
 
-def recover_file(model: MedSemDeID, password: Password, data: bytes) -> tuple[bytes, str]:
-    """A file this job anonymized, with its faces restored from the seals it carries, encoded in its
-    format again; and the status: recovered | wrong password | no recovery data. The header of a
-    DICOM stays de-identified: only the pixels are the patient's again."""
-    seals = carrier.detach(data)
+def recover_file(model: MedSemDeID, password: Password, data: bytes,
+                 seals: Sequence[bytes] | None = None) -> tuple[bytes, str]:
+    """A file this job anonymized, with its faces restored from `seals` (kept apart from it, the
+    `separate` mode) or else from the seals it carries, encoded in its format again; and the
+    status: recovered | wrong password | no recovery data. The header of a DICOM stays
+    de-identified: only the pixels are the patient's again."""
+    seals = list(seals) if seals is not None else carrier.detach(data)
     if not seals:
         return data, NO_RECOVERY_DATA
     decoded = Decoded.of(data)

@@ -39,6 +39,7 @@ class Entry:
     output_key: str | None = None
     output_sha256: str | None = None
     faces: int = 0
+    recovery: str | None = None  # embedded | separate | none (`medeid.archive.recovery`)
     model_version: str | None = None
     model_sha256: str | None = None
     processed_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))

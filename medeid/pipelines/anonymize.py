@@ -5,10 +5,12 @@
 - Listing: every file under the input prefix, recursively. Inputs whose key (and size) the manifest
   already holds as finished are `skipped`: a re-run writes nothing twice.
 - `AnonymizeFiles` (an actor: the model and detector load once): per batch, each file is read,
-  hashed and anonymized (`medeid.archive.anonymize`), its output written under the same key, a
+  hashed and anonymized (`medeid.archive.anonymize`), its seals put in the recovery store
+  (`separate` mode, the default: `<output>-recovery/`), its output written under the same key, a
   quarantined input copied untouched under the quarantine prefix, and then the batch's manifest
   rows are written as one Parquet part named after the batch's keys, so a retried batch rewrites
-  the same part: a killed actor costs a retry, never a duplicate row.
+  the same part: a killed actor costs a retry, never a duplicate row. A file finished in another
+  recovery mode than the run's is done again, so the shared copy holds what the run was asked for.
 - The end: the run's rows against its listing, `inputs = anonymized + no-face + quarantined +
   skipped`, printed and checked, and the run's report with a before/after grid
   (`medeid.archive.report`) written beside the output.
@@ -30,38 +32,52 @@ import ray
 
 from medeid import storage
 from medeid.archive.anonymize import FileAnonymizer
-from medeid.archive.manifest import (ANONYMIZED, FINISHED, QUARANTINED, SKIPPED, Entry, Reconciliation, latest, read_manifest,
-                                     reconcile, write_part)
+from medeid.archive.manifest import (
+    ANONYMIZED,
+    FINISHED,
+    QUARANTINED,
+    SKIPPED,
+    Entry,
+    Reconciliation,
+    latest,
+    read_manifest,
+    reconcile,
+    write_part,
+)
+from medeid.archive.recovery import EMBEDDED, NONE, SEPARATE, RecoveryStore, check_mode
 from medeid.archive.report import write_report
 from medeid.codecs import sha256
 from medeid.models.folder import WEIGHTS_FILE
 from medeid.passwords import Secret, image_password
 
-
 SECRET_VARIABLE = "MEDEID_ARCHIVE_SECRET"  # where the jobs look when no secret file is given
 # Beside the output prefix, on the hospital's side: only the output itself is shared.
 MANIFEST_SUFFIX, QUARANTINE_SUFFIX, REPORT_SUFFIX = "-manifest", "-quarantine", "-report"
+RECOVERY_SUFFIX = "-recovery"
 PROGRESS_EVERY_S = 2.0
 
 
 @dataclass(frozen=True)
 class ArchiveLayout:
-    """Where a run reads and writes: outputs under `output`; the manifest, quarantine and reports
-    beside it."""
+    """Where a run reads and writes: outputs under `output`; the manifest, quarantine, reports and
+    recovery store beside it."""
 
     input: str
     output: str
     manifest: str
     quarantine: str
     report: str
+    recovery: str
 
     @classmethod
     def beside(cls, input_uri: str, output_uri: str) -> "ArchiveLayout":
         base = output_uri.rstrip("/")
-        return cls(input_uri.rstrip("/"), base, base + MANIFEST_SUFFIX, base + QUARANTINE_SUFFIX, base + REPORT_SUFFIX)
+        return cls(input_uri.rstrip("/"), base, base + MANIFEST_SUFFIX, base + QUARANTINE_SUFFIX, base + REPORT_SUFFIX,
+                   base + RECOVERY_SUFFIX)
 
     @classmethod
-    def of_manifest(cls, manifest_uri: str, anonymized_uri: str | None = None) -> "ArchiveLayout":
+    def of_manifest(cls, manifest_uri: str, anonymized_uri: str | None = None,
+                    recovery_uri: str | None = None) -> "ArchiveLayout":
         """The layout a finished run left, from its manifest prefix (recovery needs no input)."""
         manifest = manifest_uri.rstrip("/")
         if anonymized_uri is None:
@@ -69,7 +85,8 @@ class ArchiveLayout:
                 raise ValueError(f"name the anonymized copy: {manifest} does not end in {MANIFEST_SUFFIX}")
             anonymized_uri = manifest[:-len(MANIFEST_SUFFIX)]
         base = anonymized_uri.rstrip("/")
-        return cls("", base, manifest, base + QUARANTINE_SUFFIX, base + REPORT_SUFFIX)
+        return cls("", base, manifest, base + QUARANTINE_SUFFIX, base + REPORT_SUFFIX,
+                   (recovery_uri or base + RECOVERY_SUFFIX).rstrip("/"))
 
 
 @dataclass(frozen=True)
@@ -107,13 +124,14 @@ class AnonymizeFiles:
 
     def __init__(self, layout: ArchiveLayout, model_uri: str, detector_uri: str, secret: Secret, run_id: str,
                  settings: storage.S3Settings | None = None, pass_faceless: bool = False, threads: int = 1,
-                 device: str = "cpu"):
+                 device: str = "cpu", recovery: str = SEPARATE):
         import torch
 
         torch.set_num_threads(threads)
         self.layout, self.run_id, self.settings = layout, run_id, settings
+        self.store = RecoveryStore(layout.recovery, settings)
         self.anonymizer = FileAnonymizer.from_uris(model_uri, detector_uri, secret, settings, device=device,
-                                                   pass_faceless=pass_faceless)
+                                                   pass_faceless=pass_faceless, recovery=recovery)
         self.model_version = self.anonymizer.model.version
         self.model_sha256 = sha256((storage.local_copy(model_uri, settings) / WEIGHTS_FILE).read_bytes())
 
@@ -130,22 +148,31 @@ class AnonymizeFiles:
         data = storage.read_bytes(storage.join(self.layout.input, key), self.settings)
         outcome = self.anonymizer(key, data)
         entry = Entry(self.run_id, key, len(data), outcome.status, sha256(data), outcome.reason, faces=outcome.faces,
-                      model_version=self.model_version, model_sha256=self.model_sha256)
+                      recovery=outcome.recovery, model_version=self.model_version, model_sha256=self.model_sha256)
         if outcome.status == QUARANTINED:  # the input itself, untouched, for a person to look at
             storage.write_bytes(storage.join(self.layout.quarantine, key), data, self.settings)
             return entry
-        storage.write_bytes(storage.join(self.layout.output, key), outcome.output, self.settings)
         entry.output_key, entry.output_sha256 = key, sha256(outcome.output)
+        if outcome.seals:  # before the output: a shared file never exists without its recovery data
+            self.store.put(key, entry.output_sha256, list(outcome.seals))
+        storage.write_bytes(storage.join(self.layout.output, key), outcome.output, self.settings)
         return entry
 
 
-def plan(layout: ArchiveLayout, settings: storage.S3Settings | None = None
+def finished_in(row: dict, recovery: str) -> bool:
+    """Whether a finished row stands for a run in `recovery` mode: a quarantined file has no output,
+    so any mode's; rows from before the mode was recorded were written `embedded`."""
+    return row["status"] == QUARANTINED or (row["recovery"] or EMBEDDED) == recovery
+
+
+def plan(layout: ArchiveLayout, settings: storage.S3Settings | None = None, recovery: str = SEPARATE
          ) -> tuple[list[tuple[str, int]], list[tuple[str, int]], dict[str, str]]:
     """(the listing, what is left to do, and for each finished key the run that finished it)."""
     listed = storage.list_sized(layout.input, settings)
     done = {row["input_key"]: row for row in latest(read_manifest(layout.manifest, settings)).to_pylist()
             if row["status"] in FINISHED}
-    todo = [(k, s) for k, s in listed if k not in done or done[k]["input_size"] != s]
+    todo = [(k, s) for k, s in listed
+            if k not in done or done[k]["input_size"] != s or not finished_in(done[k], recovery)]
     left = set(todo)
     return listed, todo, {k: done[k]["run_id"] for k, s in listed if (k, s) not in left}
 
@@ -154,18 +181,21 @@ def anonymize_archive(input_uri: str, output_uri: str, model_uri: str, detector_
                       run_id: str | None = None, settings: storage.S3Settings | None = None,
                       pass_faceless: bool = False, actors: int = 2, batch_size: int = 32,
                       report_samples: int = 8, gpus_per_actor: float = 0.0,
-                      actor_resources: dict[str, float] | None = None) -> ArchiveRun:
+                      actor_resources: dict[str, float] | None = None, recovery: str = SEPARATE) -> ArchiveRun:
     """Anonymize every file under `input_uri` into `output_uri` (same keys); returns the run's
-    reconciliation (in an `ArchiveRun`), which balances or this raises. The run's report (`medeid.archive.report`, with a
-    grid of `report_samples` before/after pairs) goes to `<output>-report/run=<id>/`."""
+    reconciliation (in an `ArchiveRun`), which balances or this raises. The run's report
+    (`medeid.archive.report`, with a grid of `report_samples` before/after pairs) goes to
+    `<output>-report/run=<id>/`. `recovery` says
+    where the seals go (`medeid.archive.recovery`): the default, `separate`, to `<output>-recovery/`."""
     layout = ArchiveLayout.beside(input_uri, output_uri)
+    check_mode(recovery)
     run_id = run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    listed, todo, finished_by = plan(layout, settings)
+    listed, todo, finished_by = plan(layout, settings, recovery)
     if finished_by:
         write_part([Entry(run_id, key, size, SKIPPED, reason=f"finished by run {finished_by[key]}")
                     for key, size in listed if key in finished_by], layout.manifest, run_id, "skipped", settings)
-    print(f"[anonymize] run {run_id}: {len(listed)} inputs, {len(finished_by)} already done, {len(todo)} to do",
-          flush=True)
+    print(f"[anonymize] run {run_id}: {len(listed)} inputs, {len(finished_by)} already done, {len(todo)} to do; "
+          f"recovery data: {recovery}" + (f" (in {layout.recovery})" if recovery == SEPARATE else ""), flush=True)
     started, seen, counts, shown, peak = time.monotonic(), 0, {}, 0.0, 0.0
     if todo:
         files = ray.data.from_items([{"key": k, "size": s} for k, s in todo])
@@ -174,7 +204,8 @@ def anonymize_archive(input_uri: str, output_uri: str, model_uri: str, detector_
             num_gpus=gpus_per_actor or None, resources=actor_resources,
             fn_constructor_kwargs={"layout": layout, "model_uri": model_uri, "detector_uri": detector_uri,
                                    "secret": secret, "run_id": run_id, "settings": settings,
-                                   "pass_faceless": pass_faceless, "device": "cuda" if gpus_per_actor else "cpu"})
+                                   "pass_faceless": pass_faceless, "device": "cuda" if gpus_per_actor else "cpu",
+                                   "recovery": recovery})
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
             seen += len(batch["key"])
             peak = max(peak, float(batch["peak_rss_mib"].max()))
@@ -193,14 +224,21 @@ def anonymize_archive(input_uri: str, output_uri: str, model_uri: str, detector_
     return ArchiveRun(summary, seconds, len(todo), peak, report)
 
 
+WRITTEN_WITH_NONE = ("not restored: written with recovery mode 'none', so nothing that could restore its faces "
+                     "was kept (irreversible by design)")
+
+
 def recover_photos(layout: ArchiveLayout, keys: list[str], restore_uri: str, model_uri: str, secret: Secret,
                    settings: storage.S3Settings | None = None) -> dict[str, str]:
-    """Restore chosen anonymized photos into `restore_uri` (same keys): key -> status. A key the
-    manifest does not hold as anonymized gets its reason instead; nothing else is written."""
+    """Restore chosen anonymized photos into `restore_uri` (same keys): key -> status. Each file's
+    seals come from where the manifest says its run kept them: the file itself (`embedded`) or the
+    recovery store (`separate`); a file written with `none`, or one the manifest does not hold as
+    anonymized, gets the reason instead. Nothing else is written."""
     from medeid.archive.anonymize import recover_file
     from medeid.models.deid.api import RECOVERED, MedSemDeID
 
     model = MedSemDeID.from_uri(model_uri, settings)
+    store = RecoveryStore(layout.recovery, settings)
     finished = {row["input_key"]: row for row in latest(read_manifest(layout.manifest, settings)).to_pylist()}
     statuses = {}
     for key in keys:
@@ -208,11 +246,20 @@ def recover_photos(layout: ArchiveLayout, keys: list[str], restore_uri: str, mod
         if row is None or row["status"] != ANONYMIZED:
             statuses[key] = f"not restored: the manifest has it as {row['status'] if row else 'never processed'}"
             continue
+        if row["recovery"] == NONE:
+            statuses[key] = WRITTEN_WITH_NONE
+            continue
         data = storage.read_bytes(storage.join(layout.output, row["output_key"]), settings)
         if sha256(data) != row["output_sha256"]:
             statuses[key] = "not restored: the anonymized file changed since the job wrote it"
             continue
-        restored, status = recover_file(model, image_password(secret, key), data)
+        seals = None  # embedded (and rows older than the mode): the file carries them
+        if row["recovery"] == SEPARATE:
+            seals = store.get(key, row["output_sha256"])
+            if seals is None:
+                statuses[key] = f"not restored: the recovery store {layout.recovery} holds nothing for this file"
+                continue
+        restored, status = recover_file(model, image_password(secret, key), data, seals)
         if status == RECOVERED:
             storage.write_bytes(storage.join(restore_uri, key), restored, settings)
         statuses[key] = status

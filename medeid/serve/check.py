@@ -5,7 +5,9 @@
 Photos spread over `photos_uri` are sent concurrently to /v1/deidentify with their key as the record
 id, then restored through /v1/recover with the bearer token. Where the archive job's anonymized copy
 of the same photos is given (`shared_uri`) and the server holds the archive's secret, those files are
-restored by record id too: one secret, one password per key, whichever tool made the copy. Writes
+restored by record id too: one secret, one password per key, whichever tool made the copy. Each
+goes with its recovery data from where the job's manifest says it kept it: the job's private store
+(`separate`, the job's default; the check reads it, as the hospital side may) or the file. Writes
 `serve-check.png` (original, de-identified, recovered) and `serve-check.json` under `output_uri`.
 """
 
@@ -22,7 +24,10 @@ import numpy as np
 from skimage.metrics import peak_signal_noise_ratio
 
 from medeid import storage
+from medeid.archive import carrier
 from medeid.archive.anonymize import Decoded
+from medeid.archive.manifest import ANONYMIZED, latest, read_manifest
+from medeid.archive.recovery import NONE, SEPARATE, RecoveryStore
 from medeid.archive.report import thumbnail
 from medeid.client import Client, ServiceError
 from medeid.passwords import Secret
@@ -35,7 +40,8 @@ class EndpointCheck:
     sent: int
     answered: dict[str, int]  # HTTP status (and error code) -> requests
     restored: int  # de-identified here, then restored to the original within the bar
-    archive_restored: int  # the archive job's copies restored by record id
+    archive_copies: int  # the archive job's copies of the photos sent, with recovery data kept (shared_uri)
+    archive_restored: int  # those restored by record id
     seconds: float
     largest_batch: int
     grid: str
@@ -79,7 +85,8 @@ def check_endpoint(model_uri: str, detector_uri: str, photos_uri: str, output_ur
         with ThreadPoolExecutor(clients) as pool:
             results = list(pool.map(round_trip, keys))
         seconds = time.perf_counter() - started
-        archive_restored = _restore_archive_copies(Client(url, token=token), shared_uri, originals, settings)
+        archive_copies, archive_restored = _restore_archive_copies(Client(url, token=token), shared_uri, originals,
+                                                                   settings)
     finally:
         serve.delete(APP_NAME)
     answered: dict[str, int] = {}
@@ -92,23 +99,39 @@ def check_endpoint(model_uri: str, detector_uri: str, photos_uri: str, output_ur
         rows.append([thumbnail(originals[key]), thumbnail(anonymized), thumbnail(back)])
         labels.append(key if len(key) <= 36 else "…" + key[-35:])
     grid_uri = _write_grid(rows, labels, output_uri, settings)
-    check = EndpointCheck(len(keys), answered, restored, archive_restored, seconds,
+    check = EndpointCheck(len(keys), answered, restored, archive_copies, archive_restored, seconds,
                           max(r[4] for r in results), grid_uri)
     storage.write_bytes(storage.join(output_uri, SUMMARY_FILE), json.dumps(asdict(check), indent=2).encode(), settings)
     return check
 
 
-def _restore_archive_copies(client: Client, shared_uri: str | None, originals: dict[str, bytes], settings) -> int:
+def _restore_archive_copies(client: Client, shared_uri: str | None, originals: dict[str, bytes],
+                            settings) -> tuple[int, int]:
+    """(the archive's copies tried, those restored within the bar)."""
     if not shared_uri:
-        return 0
-    restored = 0
+        return 0, 0
+    from medeid.pipelines.anonymize import ArchiveLayout
+
+    layout = ArchiveLayout.beside("", shared_uri)
+    rows = {r["input_key"]: r for r in latest(read_manifest(layout.manifest, settings)).to_pylist()}
+    store, tried, restored = RecoveryStore(layout.recovery, settings), 0, 0
     for key, original in originals.items():
-        uri = storage.join(shared_uri, key)
-        if not storage.exists(uri, settings):  # quarantined by the archive job
+        row = rows.get(key)
+        if row is None or row["status"] != ANONYMIZED or row["recovery"] == NONE:  # quarantined, or irreversible
             continue
-        back = client.recover(storage.read_bytes(uri, settings), record_id=key)
+        recovery_data = None
+        if row["recovery"] == SEPARATE:
+            seals = store.get(key, row["output_sha256"])
+            recovery_data = None if seals is None else carrier.pack(seals)
+        tried += 1
+        try:
+            back = client.recover(storage.read_bytes(storage.join(shared_uri, key), settings), record_id=key,
+                                  recovery_data=recovery_data)
+        except ServiceError as error:
+            print(f"[serve] archive copy {key}: {error.status} {error.code}", flush=True)
+            continue
         restored += restored_within_bar(original, back)
-    return restored
+    return tried, restored
 
 
 def _write_grid(rows: list, labels: list[str], output_uri: str, settings) -> str:

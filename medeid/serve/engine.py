@@ -3,30 +3,39 @@ secrets, and the answer (or the error) for each request.
 
     engine = Engine.from_config(config.serve, settings)
     password = engine.password(password_header, record_id_header)
-    answers = engine.deidentify([Job(password, body), ...])     # one batched pass over the faces
+    answers = engine.deidentify([Job(password, body, engine.recovery_mode(header)), ...])  # one batched pass
     engine.authorize(authorization_header)                       # before reading a recovery body
-    answer = engine.recover(password, body)
+    image, recovery_data = engine.recovery_request(content_type, body)
+    answer = engine.recover(password, image, recovery_data)
 
 Files go through the archive job's anonymizer (`medeid.archive.anonymize`): same formats, same
 metadata stripping, same fail-closed rules, same seals, so a photo anonymized here under record id
-K and the server secret S restores like the archive's file K under archive secret S. Every failure
+K and the server secret S restores like the archive's file K under archive secret S. The caller
+chooses where the seals go (`medeid.archive.recovery`): `embedded` in the file (the default: the
+caller keeps the file), `separate` (handed back apart from the image, as the archive job's store
+holds them: `Answer.recovery_data`, the packed seals), or `none`. Every failure
 is a `ServeError` carrying an HTTP status and a short code; nothing in one holds a password, a token
 or the server secret.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
+import json
 import logging
 import os
+import struct
 import time
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 from medeid import storage
-from medeid.archive import formats
+from medeid.archive import carrier, formats
 from medeid.archive.anonymize import BORDERLINE_FACE, NO_FACE_FOUND, FileAnonymizer, FileOutcome, recover_file
 from medeid.archive.manifest import QUARANTINED
+from medeid.archive.recovery import EMBEDDED, MODES, SEPARATE
 from medeid.config import ServeConfig
 from medeid.models.deid.api import RECOVERED, WRONG_PASSWORD
 from medeid.passwords import Secret, image_password
@@ -63,6 +72,7 @@ class ServeError(Exception):
 class Job:
     password: Secret
     data: bytes
+    recovery: str = EMBEDDED  # where the seals go: embedded | separate | none
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,7 @@ class Answer:
     data: bytes
     media_type: str
     faces: int = 0
+    recovery_data: bytes | None = None  # `separate` mode: the packed seals, never inside `data`
 
 
 def read_secret(path: str | None, variable: str) -> Secret | None:
@@ -134,6 +145,28 @@ class Engine:
         if not hmac.compare_digest(given.strip().encode(), self.token.reveal()):
             raise ServeError(403, "token_rejected", "the bearer token is not this server's")
 
+    @staticmethod
+    def recovery_mode(header: str | None) -> str:
+        """The request's recovery mode: `embedded` unless the X-Medeid-Recovery header names another."""
+        mode = (header or EMBEDDED).strip().lower()
+        if mode not in MODES:
+            raise ServeError(400, "invalid_recovery", f"X-Medeid-Recovery must be one of {', '.join(MODES)}")
+        return mode
+
+    @staticmethod
+    def recovery_request(content_type: str | None, body: bytes) -> tuple[bytes, bytes | None]:
+        """A recovery body: the raw image (its seals inside it), or JSON `{"image": base64,
+        "recovery_data": base64}` for a file whose seals were kept apart (`separate`)."""
+        if (content_type or "").split(";")[0].strip().lower() != "application/json":
+            return body, None
+        try:
+            fields = json.loads(body)
+            return base64.b64decode(fields["image"], validate=True), base64.b64decode(fields["recovery_data"],
+                                                                                      validate=True)
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise ServeError(400, "invalid_recovery_request", 'a JSON recovery body is {"image": base64, '
+                                                              '"recovery_data": base64}') from None
+
     def check_body(self, size: int) -> None:
         if size > self.config.max_body_bytes:
             raise ServeError(413, "body_too_large", f"the body exceeds {self.config.max_body_bytes:,} bytes")
@@ -145,7 +178,8 @@ class Engine:
         fails is retried one job at a time, so one bad request fails alone (a 500 for it only)."""
         started = time.perf_counter()
         try:
-            outcomes = self.anonymizer.anonymize([job.password for job in jobs], [job.data for job in jobs])
+            outcomes = self.anonymizer.anonymize([job.password for job in jobs], [job.data for job in jobs],
+                                                 [job.recovery for job in jobs])
         except Exception:
             if len(jobs) == 1:
                 logger.exception("de-identification failed (%d bytes)", len(jobs[0].data))
@@ -159,12 +193,18 @@ class Engine:
         if outcome.status == QUARANTINED:
             status, code = REJECTIONS.get(outcome.problem, (422, "not_anonymized"))
             return ServeError(status, code, outcome.reason or code)
-        return Answer(outcome.output, media_type(outcome.output), outcome.faces)
+        kept_apart = carrier.pack(list(outcome.seals)) if outcome.recovery == SEPARATE else None
+        return Answer(outcome.output, media_type(outcome.output), outcome.faces, kept_apart)
 
-    def recover(self, password: Secret, data: bytes) -> Answer:
-        """The original faces of a file this server (or the archive job) anonymized."""
+    def recover(self, password: Secret, data: bytes, recovery_data: bytes | None = None) -> Answer:
+        """The original faces of a file this server (or the archive job) anonymized, from the seals
+        it carries or, when given, from `recovery_data` (the packed seals kept apart from it)."""
         try:
-            restored, status = recover_file(self.model, password, data)
+            seals = None if recovery_data is None else carrier.unpack(recovery_data)
+        except struct.error:
+            raise ServeError(400, "invalid_recovery_data", "the recovery data is not medeid's packed seals") from None
+        try:
+            restored, status = recover_file(self.model, password, data, seals)
         except formats.Rejected as rejected:
             status_code, code = REJECTIONS.get(rejected.kind, (422, "corrupt_image"))
             raise ServeError(status_code, code, rejected.reason) from None
@@ -173,5 +213,6 @@ class Engine:
         if status == WRONG_PASSWORD:
             raise ServeError(422, "wrong_password", "the recovery data does not open with this password")
         if status != RECOVERED:
-            raise ServeError(422, "no_recovery_data", "this file carries no medeid recovery data")
+            raise ServeError(422, "no_recovery_data", "this file carries no medeid recovery data (one "
+                                                      "de-identified with recovery 'separate' needs it sent beside it)")
         return Answer(restored, media_type(restored))

@@ -5,7 +5,10 @@
     serve deploy cluster/serve.yaml                              # replicas, autoscaling, GPUs
 
 Endpoints (OpenAPI at /docs): `POST /v1/deidentify` and `POST /v1/recover` take the image as the raw
-request body and answer with the image in the same format; `GET /healthz` (the process answers) and
+request body and answer with the image in the same format. With `X-Medeid-Recovery: separate` the
+faces' recovery data is kept out of the image: the answer is JSON, `{"image", "recovery_data"}` in
+base64, and `/v1/recover` takes the same JSON back (`none` keeps no recovery data at all; `embedded`,
+the default, seals it into the image). `GET /healthz` (the process answers) and
 `GET /readyz` (the model is loaded and warmed up). Passwords travel in headers, never in the URL, so
 no access log holds them. Concurrent de-identification requests are gathered by `@serve.batch` into
 one forward pass; `user_config` (`max_batch_size`, `batch_wait_timeout_s`) changes that without a
@@ -14,6 +17,7 @@ restart.
 
 # No `from __future__ import annotations`: FastAPI resolves the endpoints' annotations at run time.
 import asyncio
+import base64
 import dataclasses
 
 import numpy as np
@@ -31,11 +35,20 @@ DEPLOYMENT = "MedSemDeID"
 DEFAULTS = ServeConfig()  # batching until `reconfigure` applies the deployment's user_config
 PASSWORD_HEADER, RECORD_ID_HEADER = "X-Medeid-Password", "X-Medeid-Record-Id"
 FACES_HEADER, MODEL_HEADER, BATCH_HEADER = "X-Medeid-Faces", "X-Medeid-Model", "X-Medeid-Batch"
+RECOVERY_HEADER = "X-Medeid-Recovery"
 IMAGE_BODY = {"requestBody": {"required": True, "description": "the image file's bytes (JPEG, PNG, TIFF or DICOM)",
                               "content": {t: {"schema": {"type": "string", "format": "binary"}}
                                           for t in ("image/jpeg", "image/png", "image/tiff", "application/dicom")}}}
-IMAGE_ANSWER = {200: {"description": "the image, in the format it came in",
-                      "content": {"image/jpeg": {}, "image/png": {}, "image/tiff": {}, "application/dicom": {}}}}
+SEPARATE_JSON = {"schema": {"type": "object", "properties": {
+    "image": {"type": "string", "format": "byte", "description": "the image file, base64"},
+    "recovery_data": {"type": "string", "format": "byte", "description": "its faces' sealed originals, base64"}}}}
+IMAGE_ANSWER = {200: {"description": "the image, in the format it came in; with X-Medeid-Recovery: separate, "
+                                     "JSON holding it and its recovery data apart",
+                      "content": {"image/jpeg": {}, "image/png": {}, "image/tiff": {}, "application/dicom": {},
+                                  "application/json": SEPARATE_JSON}}}
+RECOVER_BODY = {"requestBody": {"required": True, "description": "the anonymized file's bytes, or JSON with the file "
+                                "and the recovery data kept apart from it",
+                                "content": {**IMAGE_BODY["requestBody"]["content"], "application/json": SEPARATE_JSON}}}
 
 api = FastAPI(title="medeid", version="1",
               description="Face de-identification that keeps the medical signs, reversible with a password.")
@@ -85,7 +98,8 @@ class DeidService:
         from medeid.passwords import derive_model_key
 
         self.model.deidentify_crops(crops, [derive_model_key("mdk1-" + "0" * 64, self.model.net.config.key_dim)])
-        self.batching = {"max_batch_size": DEFAULTS.max_batch_size, "batch_wait_timeout_s": DEFAULTS.batch_wait_timeout_s}
+        self.batching = {"max_batch_size": DEFAULTS.max_batch_size,
+                         "batch_wait_timeout_s": DEFAULTS.batch_wait_timeout_s}
         self.ready = True
 
     def reconfigure(self, user_config: dict) -> None:
@@ -111,24 +125,33 @@ class DeidService:
     async def deidentify(self, request: Request,
                          x_medeid_password: str | None = Header(None, description="the password that restores it"),
                          x_medeid_record_id: str | None = Header(None, description="or: a record id; the password "
-                                                                 "is derived from it and the server's secret")):
+                                                                 "is derived from it and the server's secret"),
+                         x_medeid_recovery: str | None = Header(None, description="embedded (default): recovery "
+                                                                "data sealed into the image; separate: returned "
+                                                                "apart from it (JSON); none: not kept")):
         password = self.engine.password(x_medeid_password, x_medeid_record_id)
+        recovery = self.engine.recovery_mode(x_medeid_recovery)
         body = await read_body(request, self.engine)
-        answer, batch = await self.deidentify_batch(Job(password, body))
+        answer, batch = await self.deidentify_batch(Job(password, body, recovery))
         if isinstance(answer, ServeError):
             raise answer
-        return Response(answer.data, media_type=answer.media_type,
-                        headers={FACES_HEADER: str(answer.faces), MODEL_HEADER: self.model.version,
-                                 BATCH_HEADER: str(batch)})
+        headers = {FACES_HEADER: str(answer.faces), MODEL_HEADER: self.model.version, BATCH_HEADER: str(batch),
+                   RECOVERY_HEADER: recovery}
+        if answer.recovery_data is None:
+            return Response(answer.data, media_type=answer.media_type, headers=headers)
+        return JSONResponse({"image": base64.b64encode(answer.data).decode(), "media_type": answer.media_type,
+                             "faces": answer.faces, "recovery_data": base64.b64encode(answer.recovery_data).decode()},
+                            headers=headers)
 
-    @api.post("/v1/recover", responses=IMAGE_ANSWER, openapi_extra=IMAGE_BODY,
+    @api.post("/v1/recover", responses=IMAGE_ANSWER, openapi_extra=RECOVER_BODY,
               summary="Restore the original faces (needs the server's bearer token and the password)")
     async def recover(self, request: Request, authorization: str | None = Header(None),
                       x_medeid_password: str | None = Header(None), x_medeid_record_id: str | None = Header(None)):
         self.engine.authorize(authorization)  # before the body is read
         password = self.engine.password(x_medeid_password, x_medeid_record_id)
-        body = await read_body(request, self.engine)
-        answer = await asyncio.to_thread(self.engine.recover, password, body)
+        image, recovery_data = self.engine.recovery_request(request.headers.get("content-type"),
+                                                            await read_body(request, self.engine))
+        answer = await asyncio.to_thread(self.engine.recover, password, image, recovery_data)
         return Response(answer.data, media_type=answer.media_type, headers={MODEL_HEADER: self.model.version})
 
     @api.get("/healthz", summary="The replica answers")

@@ -11,13 +11,16 @@ import pytest
 from PIL import Image
 from pydicom.uid import generate_uid
 
-from medeid.archive.anonymize import FileAnonymizer
+from medeid.archive import carrier
+from medeid.archive.anonymize import Decoded, FileAnonymizer
 from medeid.archive.manifest import ANONYMIZED, NO_FACE, QUARANTINED
-from medeid.models.deid.api import RECOVERED, WRONG_PASSWORD
+from medeid.archive.recovery import EMBEDDED, NONE, SEPARATE
+from medeid.models.deid.api import NO_RECOVERY_DATA, RECOVERED, WRONG_PASSWORD
 from medeid.passwords import Secret
 from medeid.synth.hospital_files import PHI, dicom_photo
-from tests.models.test_deid_api import model, psnr  # noqa: F401  (the module's small MedSem-DeID)
+from tests.archive.seal_checks import seal_traces
 from tests.models.test_deid_align import photo
+from tests.models.test_deid_api import model, psnr  # noqa: F401  (the module's small MedSem-DeID)
 
 SECRET = Secret("archive secret")
 LANDMARKS = np.array([[30.0, 40.0], [66.0, 40.0], [48.0, 58.0], [34.0, 76.0], [62.0, 76.0]])
@@ -46,7 +49,8 @@ def encoded(array: np.ndarray, fmt: str, **options) -> bytes:
 @pytest.mark.parametrize("fmt, mode", [("JPEG", "RGB"), ("PNG", "RGB"), ("PNG", "L"), ("TIFF", "RGB")])
 def test_a_face_is_replaced_written_alike_and_recovered_only_with_the_secret(model, fmt, mode):
     original = np.asarray(Image.fromarray(photo(120, 110, seed=7)).convert(mode).convert("RGB"))
-    data = encoded(np.asarray(Image.fromarray(original).convert(mode)), fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    options = {"quality": 95} if fmt == "JPEG" else {}
+    data = encoded(np.asarray(Image.fromarray(original).convert(mode)), fmt, **options)
     anonymizer = FileAnonymizer(model, FixedFaces(0.9), SECRET)
     outcome = anonymizer("clinic/ü 1." + fmt.lower(), data)
     assert outcome.status == ANONYMIZED and outcome.faces == 1 and outcome.reason is None
@@ -108,3 +112,24 @@ def test_every_face_of_a_photo_is_replaced_and_each_comes_back(model):
     with Image.open(io.BytesIO(restored)) as back:
         back = np.asarray(back.convert("RGB"))
     assert status == RECOVERED and np.array_equal(back, original)  # lossless seals, a PNG: exact
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF", "DICOM"])
+def test_separate_and_none_modes_leave_nothing_recoverable_in_the_file(model, fmt):
+    original = photo(120, 110, seed=5)
+    data = dicom_photo(generate_uid(), rgb=original) if fmt == "DICOM" else encoded(original, fmt)
+    key = f"clinic/2024/kept apart.{fmt.lower()}"
+    anonymizers = {m: FileAnonymizer(model, FixedFaces(0.9), SECRET, recovery=m) for m in (EMBEDDED, SEPARATE, NONE)}
+    embedded, separate, none = (anonymizers[m](key, data) for m in (EMBEDDED, SEPARATE, NONE))
+    seals = list(separate.seals)
+    assert (embedded.recovery, separate.recovery, none.recovery) == (EMBEDDED, SEPARATE, NONE)
+    assert len(seals) == 1 and embedded.seals == none.seals == ()
+    assert carrier.detach(embedded.output) == seals and seal_traces(embedded.output, seals)  # the check sees them
+    assert seal_traces(separate.output, seals) == [] and seal_traces(none.output, seals) == []
+    assert separate.output == none.output  # nothing extra rides in a separate-mode file
+    assert len(embedded.output) - len(separate.output) >= len(seals[0])  # the sealed face's bytes are not in it
+    restored, status = anonymizers[SEPARATE].recover(key, separate.output, seals)
+    assert status == RECOVERED and psnr(Decoded.of(restored).rgb, original) >= 30
+    assert psnr(Decoded.of(separate.output).rgb, original) < 30
+    assert anonymizers[SEPARATE].recover(key, separate.output)[1] == NO_RECOVERY_DATA
+    assert anonymizers[SEPARATE].recover("another key", separate.output, seals)[1] == WRONG_PASSWORD

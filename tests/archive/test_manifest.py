@@ -6,8 +6,20 @@ import os
 import pytest
 
 from medeid import storage
-from medeid.archive.manifest import (ANONYMIZED, NO_FACE, QUARANTINED, SKIPPED, Entry, latest, read_manifest,
-                                     reconcile, write_part)
+from medeid.archive.manifest import (
+    ANONYMIZED,
+    NO_FACE,
+    QUARANTINED,
+    SKIPPED,
+    Entry,
+    latest,
+    read_manifest,
+    reconcile,
+    to_table,
+    write_part,
+)
+from medeid.archive.recovery import EMBEDDED, MODES, NONE, SEPARATE
+from medeid.pipelines.anonymize import finished_in
 
 
 @pytest.fixture
@@ -71,6 +83,21 @@ def test_recovery_finds_the_layout_from_the_manifest_prefix():
     written = ArchiveLayout.beside("s3://h/photos", "s3://share/photos/")
     found = ArchiveLayout.of_manifest(written.manifest)
     assert (found.output, found.manifest, found.quarantine) == (written.output, written.manifest, written.quarantine)
+    assert found.recovery == written.recovery == "s3://share/photos-recovery"  # the store, beside the manifest
+    assert ArchiveLayout.of_manifest(written.manifest, recovery_uri="s3://vault/store/").recovery == "s3://vault/store"
     assert ArchiveLayout.of_manifest("s3://x/rows", "s3://share/photos").output == "s3://share/photos"
     with pytest.raises(ValueError, match="-manifest"):
         ArchiveLayout.of_manifest("s3://x/rows")
+
+
+def test_each_row_records_its_recovery_mode_and_older_rows_count_as_embedded(manifest_uri, s3):
+    write_part([Entry("r2", "b.png", 2, ANONYMIZED, recovery=SEPARATE, processed_at=at(2))], manifest_uri, "r2", "0",
+               s3.settings)
+    older = to_table([Entry("r1", "a.jpg", 1, ANONYMIZED, processed_at=at(1))]).drop_columns(["recovery"])
+    storage.write_table(older, f"{manifest_uri}/run=r1/part-0.parquet", s3.settings)  # written before the column
+    rows = {r["input_key"]: r for r in latest(read_manifest(manifest_uri, s3.settings)).to_pylist()}
+    assert rows["b.png"]["recovery"] == SEPARATE and rows["a.jpg"]["recovery"] is None
+    # A re-run in another mode redoes a file; a quarantined one has no output to redo.
+    assert finished_in(rows["a.jpg"], EMBEDDED) and not finished_in(rows["a.jpg"], SEPARATE)
+    assert finished_in(rows["b.png"], SEPARATE) and not finished_in(rows["b.png"], NONE)
+    assert all(finished_in({"status": QUARANTINED, "recovery": None}, mode) for mode in MODES)

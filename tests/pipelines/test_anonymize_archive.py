@@ -1,11 +1,13 @@
 """The archive job on the local S3 server and Ray, over a prepared archive of a few hundred files
 (`medeid.synth.hospital_files`: photos in every form, and every kind of trouble once).
 
-One clean run is the reference: every file ends in exactly one manifest row with its expected
-status, nothing identifying is left, the quarantine is untouched, the secret is nowhere, a report
-with its grid is written. Then: recovery meets the DESIGN §3 bars on the face region; a re-run
-skips everything; an actor killed mid-job and a job killed mid-way then re-run both end with the
-clean run's output, byte for byte.
+One clean run, in the default recovery mode (`separate`), is the reference: every file ends in
+exactly one manifest row with its expected status, nothing identifying is left (no seal either: the
+seals are in the private store), the quarantine is untouched, the secret is nowhere, a report with
+its grid is written. Then: recovery from the store meets the DESIGN §3 bars on the face region; a
+re-run skips everything; an actor killed mid-job and a job killed mid-way then re-run both end with
+the clean run's output and store, byte for byte. A small archive of every form goes through
+`embedded` and then `none`: the second run redoes every file, leaves no seal and refuses recovery.
 """
 
 import contextlib
@@ -29,16 +31,18 @@ from medeid import storage
 from medeid.archive.anonymize import Decoded
 from medeid.archive.formats import sniff
 from medeid.archive.manifest import ANONYMIZED, QUARANTINED, SKIPPED, latest, read_manifest
+from medeid.archive.recovery import EMBEDDED, NONE, SEPARATE, RecoveryStore
 from medeid.archive.report import GRID_FILE, REPORT_FILE
 from medeid.passwords import Secret
-from medeid.pipelines.anonymize import ArchiveLayout, anonymize_archive, recover_photos
+from medeid.pipelines.anonymize import WRITTEN_WITH_NONE, ArchiveLayout, anonymize_archive, recover_photos
 from medeid.synth.hospital_files import CAMERA_MAKE, FORMS, PHI, PRIVATE_NOTE, hospital_files, write_files
+from tests.archive.seal_checks import seal_traces
 from tests.models.test_deid_api import psnr
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_TEXT = "correct horse battery staple of the eye clinic"
 PHOTOS = 240  # + 8 trouble files
-ROW_FIELDS = ["status", "reason", "input_sha256", "output_key", "output_sha256", "faces"]
+ROW_FIELDS = ["status", "reason", "input_sha256", "output_key", "output_sha256", "faces", "recovery"]
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +70,15 @@ def tree(uri: str, settings) -> dict[str, bytes]:
 
 
 def finished_rows(manifest: str, settings) -> dict[str, tuple]:
-    return {r["input_key"]: tuple(r[f] for f in ROW_FIELDS) for r in latest(read_manifest(manifest, settings)).to_pylist()}
+    rows = latest(read_manifest(manifest, settings)).to_pylist()
+    return {r["input_key"]: tuple(r[f] for f in ROW_FIELDS) for r in rows}
 
 
 def assert_same_as_clean(layout: ArchiveLayout, clean: dict, settings) -> None:
     reference = clean["layout"]
     assert tree(layout.output, settings) == tree(reference.output, settings)
     assert tree(layout.quarantine, settings) == tree(reference.quarantine, settings)
+    assert tree(layout.recovery, settings) == tree(reference.recovery, settings)  # the store, byte for byte
     assert finished_rows(layout.manifest, settings) == finished_rows(reference.manifest, settings)
 
 
@@ -82,16 +88,20 @@ def test_every_file_ends_in_exactly_one_row_with_nothing_identifying_left(clean,
     assert clean["run"].processed == len(files) and 100 < clean["run"].actor_peak_mib < 8192
     rows = read_manifest(layout.manifest, s3.settings, run_id="clean").to_pylist()
     assert sorted(r["input_key"] for r in rows) == sorted(files)  # exactly one row each
+    store = RecoveryStore(layout.recovery, s3.settings)
     for row in rows:
         file = files[row["input_key"]]
         assert row["status"] == file.expected, (file.key, row["reason"])
         if file.expected == QUARANTINED:
-            assert row["reason"] and row["faces"] == 0
+            assert row["reason"] and row["faces"] == 0 and row["recovery"] is None
             assert storage.read_bytes(f"{layout.quarantine}/{file.key}", s3.settings) == file.data  # untouched
             assert not storage.exists(f"{layout.output}/{file.key}", s3.settings)
             continue
         out = storage.read_bytes(f"{layout.output}/{file.key}", s3.settings)
         assert row["faces"] >= 1 and row["output_sha256"] and out != file.data
+        seals = store.get(file.key, row["output_sha256"])  # the default mode: the seals stay on this side
+        assert row["recovery"] == SEPARATE and len(seals) == row["faces"]
+        assert seal_traces(out, seals) == [], file.key
         assert sniff(out) == sniff(file.data)  # the same format
         for value in [CAMERA_MAKE, PRIVATE_NOTE, *PHI.values()]:  # (GPS: by its EXIF tag below)
             assert value.encode() not in out, (file.key, value)
@@ -109,7 +119,7 @@ def test_every_file_ends_in_exactly_one_row_with_nothing_identifying_left(clean,
 def test_the_secret_is_nowhere_and_the_report_shows_the_run(clean, s3, ray_session):
     layout = clean["layout"]
     secret = SECRET_TEXT.encode()
-    for prefix in (layout.manifest, layout.output, layout.report):
+    for prefix in (layout.manifest, layout.output, layout.report, layout.recovery):
         assert not any(secret in data for data in tree(prefix, s3.settings).values()), prefix
     assert SECRET_TEXT not in clean["printed"] and "inputs 248 = 240 anonymized" in clean["printed"]
     context = ray_session.get_runtime_context()
@@ -148,6 +158,10 @@ def test_recovery_restores_the_face_region_within_the_bars_and_only_with_the_sec
         assert psnr(a, anonymous[box]) < 30, key
     wrong = recover_photos(layout, chosen[:1], f"{bucket}/wrong", models[0], Secret("a guess"), s3.settings)
     assert wrong[chosen[0]] == "wrong password" and not storage.exists(f"{bucket}/wrong/{chosen[0]}", s3.settings)
+    # Without the store, the shared copy alone restores nothing.
+    elsewhere = ArchiveLayout.of_manifest(layout.manifest, recovery_uri=f"{bucket}/no-store")
+    lost = recover_photos(elsewhere, chosen[:1], f"{bucket}/lost", models[0], Secret(SECRET_TEXT), s3.settings)
+    assert "recovery store" in lost[chosen[0]] and not storage.exists(f"{bucket}/lost/{chosen[0]}", s3.settings)
 
 
 def test_a_rerun_skips_everything_and_writes_nothing(clean, s3, models):
@@ -230,3 +244,37 @@ def test_a_job_killed_midway_and_rerun_ends_as_a_clean_run(clean, s3, models, tm
     assert resumed.balanced and resumed.counts[SKIPPED] == done  # what the killed run finished is not redone
     assert_same_as_clean(layout, clean, s3.settings)
     assert len(latest(read_manifest(layout.manifest, s3.settings))) == len(clean["files"])
+
+
+def test_embedded_then_none_redoes_every_file_and_leaves_nothing_to_recover(clean, s3, models):
+    bucket, files = clean["bucket"], clean["files"]
+    photos = [k for k, f in files.items() if f.expected == ANONYMIZED][:len(FORMS)]  # one of each form, in turn
+    trouble = [k for k, f in files.items() if f.expected == QUARANTINED][:2]
+    small = {k: files[k] for k in photos + trouble}
+    write_files(list(small.values()), f"{bucket}/small", s3.settings)
+    layout = ArchiveLayout.beside(f"{bucket}/small", f"{bucket}/small-out")
+    anonymized = sorted(k for k, f in small.items() if f.expected == ANONYMIZED)
+    assert {sniff(small[k].data) for k in anonymized} == {"jpeg", "png", "tiff", "dicom"}
+
+    embedded = anonymize_archive(layout.input, layout.output, *models, Secret(SECRET_TEXT), run_id="embedded",
+                                 settings=s3.settings, actors=1, report_samples=0, recovery=EMBEDDED).summary
+    assert embedded.balanced and not storage.exists(layout.recovery, s3.settings)
+    for key in anonymized:  # today's behaviour: the seals ride in the file
+        assert seal_traces(storage.read_bytes(f"{layout.output}/{key}", s3.settings)), key
+    restored = recover_photos(layout, anonymized, f"{bucket}/small-restored", models[0], Secret(SECRET_TEXT),
+                              s3.settings)
+    assert set(restored.values()) == {"recovered"}, restored
+
+    none = anonymize_archive(layout.input, layout.output, *models, Secret(SECRET_TEXT), run_id="none",
+                             settings=s3.settings, actors=1, report_samples=0, recovery=NONE).summary
+    assert none.balanced and none.counts[SKIPPED] == len(trouble)  # quarantined: no output, nothing to redo
+    assert none.counts[ANONYMIZED] == len(anonymized)  # written in another mode: done again, not skipped
+    rows = {r["input_key"]: r for r in latest(read_manifest(layout.manifest, s3.settings)).to_pylist()}
+    for key in anonymized:
+        out = storage.read_bytes(f"{layout.output}/{key}", s3.settings)
+        assert rows[key]["recovery"] == NONE and seal_traces(out) == [], key
+    assert not storage.exists(layout.recovery, s3.settings)  # nothing kept anywhere
+    refused = recover_photos(layout, anonymized, f"{bucket}/small-refused", models[0], Secret(SECRET_TEXT),
+                             s3.settings)
+    assert set(refused.values()) == {WRITTEN_WITH_NONE} and "irreversible" in WRITTEN_WITH_NONE
+    assert not storage.exists(f"{bucket}/small-refused", s3.settings)

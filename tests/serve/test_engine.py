@@ -1,18 +1,25 @@
 """The serving engine without Ray or HTTP: batched de-identification gives each file its own answer,
 a failure inside the model costs only its own request (a 500), and the rules on passwords, record
-ids and the recovery token. The detector here is a fixed answer, as in the archive's unit tests."""
+ids and the recovery token, and the caller's choice of where the recovery data goes. The detector
+here is a fixed answer, as in the archive's unit tests."""
+
+import base64
+import json
 
 import numpy as np
 import pytest
 
+from medeid.archive import carrier
 from medeid.archive.anonymize import FileAnonymizer
+from medeid.archive.recovery import EMBEDDED, MODES, NONE, SEPARATE
 from medeid.config import ServeConfig
 from medeid.models.deid.api import RECOVERED
 from medeid.passwords import Secret, image_password
 from medeid.serve.engine import Answer, Engine, Job, ServeError
+from tests.archive.seal_checks import seal_traces
 from tests.archive.test_anonymize_file import LANDMARKS, Found, encoded
-from tests.models.test_deid_api import model, psnr  # noqa: F401  (the module's small MedSem-DeID)
 from tests.models.test_deid_align import photo
+from tests.models.test_deid_api import model, psnr  # noqa: F401  (the module's small MedSem-DeID)
 
 OFF_THE_PHOTO = LANDMARKS + 10_000  # a face the model cannot place: its crop lies outside the photo
 
@@ -92,3 +99,32 @@ def test_the_batched_model_call_matches_one_photo_at_a_time(model):
         assert len(seals) == len(marks) and psnr(out, alone) > 40
         restored, status = model.recover_faces(out, password, seals)
         assert status == RECOVERED and np.array_equal(restored, image)
+
+
+def test_the_caller_chooses_where_the_recovery_data_goes(model):
+    engine, password, data = engine_for(model, FacesBySize()), Secret("pw"), pngs(1)[0]
+    embedded, separate, none = engine.deidentify([Job(password, data, mode) for mode in MODES])  # one batch
+    assert embedded.recovery_data is None and none.recovery_data is None and separate.faces == 1
+    seals = carrier.unpack(separate.recovery_data)
+    assert seal_traces(embedded.data, seals)  # the default: sealed into the image
+    assert seal_traces(separate.data, seals) == [] and seal_traces(none.data, seals) == []
+    assert separate.data == none.data
+    back = engine.recover(password, separate.data, separate.recovery_data)
+    assert back.data == engine.recover(password, embedded.data).data
+    for bare in (separate.data, none.data):
+        with pytest.raises(ServeError, match="no_recovery_data"):
+            engine.recover(password, bare)
+    with pytest.raises(ServeError, match="invalid_recovery_data"):
+        engine.recover(password, separate.data, b"\x00")
+
+    assert engine.recovery_mode(None) == EMBEDDED and engine.recovery_mode(" Separate ") == SEPARATE
+    assert engine.recovery_mode("none") == NONE
+    with pytest.raises(ServeError, match="invalid_recovery"):
+        engine.recovery_mode("inside the file")
+    body = json.dumps({"image": base64.b64encode(separate.data).decode(),
+                       "recovery_data": base64.b64encode(separate.recovery_data).decode()}).encode()
+    assert engine.recovery_request("application/json; charset=utf-8", body) == (separate.data, separate.recovery_data)
+    assert engine.recovery_request("image/png", separate.data) == (separate.data, None)
+    for bad in (b'{"image": "AAAA"}', b"not json", b'{"image": "*", "recovery_data": "AAAA"}'):
+        with pytest.raises(ServeError, match="invalid_recovery_request"):
+            engine.recovery_request("application/json", bad)

@@ -1,7 +1,9 @@
 """The serving endpoint on the session's local Ray, called over real HTTP on 127.0.0.1.
 
 One app for the module (`serve run`'s builder, a config file of its own, secret files): photos of
-every form round-trip through /v1/deidentify and /v1/recover; recovery needs the token; bad bodies
+every form round-trip through /v1/deidentify and /v1/recover, with the recovery data sealed in or,
+when the caller asks, handed back apart from the image (nothing of it in the file); recovery needs
+the token; bad bodies
 get their 4xx with a JSON error; concurrent requests are batched and each gets its own answer; the
 batch size changes without a restart; no password, token or secret reaches a Ray log.
 """
@@ -17,15 +19,19 @@ import yaml
 from PIL import Image
 from skimage.metrics import structural_similarity
 
+from medeid.archive import carrier
 from medeid.archive.anonymize import Decoded, recover_file
 from medeid.archive.formats import sniff
+from medeid.archive.manifest import ANONYMIZED, latest, read_manifest
 from medeid.client import Client, ServiceError
 from medeid.devstack import free_port
 from medeid.models.deid.api import MedSemDeID
 from medeid.passwords import Secret, image_password
+from medeid.pipelines.anonymize import AnonymizeFiles, ArchiveLayout
 from medeid.serve import AppArgs, app
 from medeid.serve.check import check_endpoint
 from medeid.synth.hospital_files import FORMS, encoded, hospital_files, trouble_files
+from tests.archive.seal_checks import seal_traces
 from tests.models.test_deid_api import psnr
 from tests.pipelines.test_anonymize_archive import face_region
 
@@ -55,7 +61,8 @@ def endpoint(ray_session, small_models, tmp_path_factory):
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(app(args), name="medeid", route_prefix="/")
     try:
-        yield {"url": f"http://127.0.0.1:{port}", "port": port, "args": args, "model": MedSemDeID.from_uri(small_models[0])}
+        yield {"url": f"http://127.0.0.1:{port}", "port": port, "args": args,
+               "model": MedSemDeID.from_uri(small_models[0])}
     finally:
         serve.shutdown()
 
@@ -97,6 +104,26 @@ def test_every_form_round_trips_with_a_password(endpoint, photos):
         with pytest.raises(ServiceError) as wrong:
             client.recover(anonymized.data, password=PASSWORDS[n + 1])
         assert (wrong.value.status, wrong.value.code) == (422, "wrong_password")
+
+
+def test_separate_hands_the_recovery_data_back_apart_and_none_keeps_nothing(endpoint, photos):
+    client = Client(endpoint["url"], token=Secret(TOKEN))
+    for n, form in enumerate(FORMS):
+        original = photos[n]
+        shared = client.deidentify(original.data, password=PASSWORDS[n], recovery="separate")
+        assert shared.faces >= 1 and sniff(shared.data) == sniff(original.data), form
+        assert shared.media_type.startswith("image/") or shared.media_type == "application/dicom"
+        assert seal_traces(shared.data, carrier.unpack(shared.recovery_data)) == [], form
+        restored = client.recover(shared.data, password=PASSWORDS[n], recovery_data=shared.recovery_data)
+        assert_restored(original.data, shared.data, restored, form)
+        with pytest.raises(ServiceError) as bare:
+            client.recover(shared.data, password=PASSWORDS[n])  # the file alone restores nothing
+        assert (bare.value.status, bare.value.code) == (422, "no_recovery_data")
+    gone = client.deidentify(photos[0].data, password=PASSWORDS[0], recovery="none")
+    assert gone.recovery_data is None and gone.faces >= 1 and seal_traces(gone.data) == []
+    unknown = requests.post(endpoint["url"] + "/v1/deidentify", data=photos[0].data, timeout=30,
+                            headers={"X-Medeid-Password": "pw", "X-Medeid-Recovery": "inside"})
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (400, "invalid_recovery")
 
 
 def test_a_record_id_uses_the_server_secret_as_the_archive_job_would(endpoint, photos):
@@ -145,7 +172,8 @@ def _chunked(data: bytes):
 ])
 def test_bad_bodies_get_a_clear_4xx_with_a_json_error(endpoint, name, expected):
     trouble = {f.key: f.data for f in trouble_files(seed=3)}
-    body = {"blank": encoded(Image.new("RGB", (160, 120), (128, 128, 128)), "PNG"), "oversized": b"\xff\xd8\xff" + bytes(MAX_BODY),
+    body = {"blank": encoded(Image.new("RGB", (160, 120), (128, 128, 128)), "PNG"),
+            "oversized": b"\xff\xd8\xff" + bytes(MAX_BODY),
             "oversized, chunked": _chunked(b"\xff\xd8\xff" + bytes(MAX_BODY))}.get(name) or trouble[name]
     answer = requests.post(endpoint["url"] + "/v1/deidentify", data=body, timeout=60,
                            headers={"X-Medeid-Password": "pw"})
@@ -202,10 +230,19 @@ def test_the_check_job_deploys_beside_the_app_and_round_trips(endpoint, small_mo
     for f in files:
         (tmp_path / "in" / f.key).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "in" / f.key).write_bytes(f.data)
+    # The archive job's copy of them under the server's secret, in its default mode (the seals in its
+    # store), made by the job's own actor class in this process: the check restores it by record id.
+    layout = ArchiveLayout.beside(str(tmp_path / "in"), str(tmp_path / "shared"))
+    AnonymizeFiles(layout, *small_models, Secret(SERVER_SECRET), "r1")(
+        {"key": [f.key for f in files], "size": [len(f.data) for f in files]})
+    shared = [r for r in latest(read_manifest(layout.manifest)).to_pylist() if r["status"] == ANONYMIZED]
+    assert len(shared) == 6 and {r["recovery"] for r in shared} == {"separate"}
     args = endpoint["args"]
     check = check_endpoint(*small_models, str(tmp_path / "in"), str(tmp_path / "out"), args.secret_file,
-                           args.token_file, photos=len(files), port=endpoint["port"], config=args.config)
+                           args.token_file, shared_uri=layout.output, photos=len(files), port=endpoint["port"],
+                           config=args.config)
     assert check.sent == 14 and check.restored == check.answered["200"] == 6
+    assert check.archive_restored == check.archive_copies == 6  # from the archive job's store
     assert sum(check.answered.values()) == 14 and check.answered.get("413 image_too_large") == 1
     with Image.open(tmp_path / "out" / "serve-check.png") as grid:
         assert grid.height > 6 * 128 and grid.width > 3 * 128  # a row per de-identified photo
