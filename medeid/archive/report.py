@@ -63,6 +63,20 @@ def quarantine_reasons(run_rows: pa.Table) -> list[tuple[str, int, str]]:
     return [(kind, n, example[kind]) for kind, n in counts.most_common()]
 
 
+RECOVERY_MEANS = {"embedded": "each shared file carries its faces' sealed originals (pseudonymized)",
+                  "separate": "the sealed originals are in the hospital's private store, none in the shared files",
+                  "none": "nothing that could restore the faces was kept (irreversible)"}
+
+
+def recovery_lines(layout, run_rows: pa.Table) -> list[str]:
+    """Which recovery mode the run's written files were made in (`medeid.archive.recovery`)."""
+    if "recovery" not in run_rows.column_names:
+        return []
+    modes = Counter(m for m in run_rows.column("recovery").to_pylist() if m)
+    return [f"- recovery data, {n} file{'s' * (n != 1)}: **{mode}**: {RECOVERY_MEANS.get(mode, mode)}"
+            + (f" (`{layout.recovery}`)" if mode == "separate" else "") for mode, n in sorted(modes.items())]
+
+
 def write_report(layout, run_id: str, summary: Reconciliation, run_rows: pa.Table, seconds: float,
                  settings: storage.S3Settings | None = None, samples: int = 8) -> str:
     """Write the run's report and grid under `layout.report`; returns the report's URI."""
@@ -74,7 +88,8 @@ def write_report(layout, run_id: str, summary: Reconciliation, run_rows: pa.Tabl
              f"- manifest: `{layout.manifest}`, quarantine: `{layout.quarantine}`",
              f"- **{summary}**: {'balanced' if summary.balanced else 'NOT BALANCED'}",
              f"- {processed} files processed in {seconds:.0f} s ({processed / max(seconds, 1e-9):.1f} files/s)",
-             *[f"- MedSem-DeID {version} (weights sha256 `{digest}`)" for version, digest in models], "",
+             *[f"- MedSem-DeID {version} (weights sha256 `{digest}`)" for version, digest in models],
+             *recovery_lines(layout, run_rows), "",
              "| status | files |", "| --- | ---: |",
              *[f"| {status} | {summary.counts.get(status, 0)} |" for status in STATUSES], ""]
     reasons = quarantine_reasons(run_rows)

@@ -129,6 +129,7 @@ def test_the_secret_is_nowhere_and_the_report_shows_the_run(clean, s3, ray_sessi
     report = storage.read_bytes(f"{layout.report}/run=clean/{REPORT_FILE}", s3.settings).decode()
     assert "inputs 248 = 240 anonymized + 0 no-face + 8 quarantined + 0 skipped" in report and "balanced" in report
     assert "| too many pixels | 1 | `incoming/bomb.png` |" in report
+    assert "recovery data, 240 files: **separate**" in report and layout.recovery in report
     with Image.open(io.BytesIO(storage.read_bytes(f"{layout.report}/run=clean/{GRID_FILE}", s3.settings))) as grid:
         assert grid.height > 8 * 128 and grid.width > 2 * 128  # 8 before/after pairs
 
