@@ -118,10 +118,10 @@ class FileAnonymizer:
                   settings: storage.S3Settings | None = None, device: str = "cpu", **options) -> "FileAnonymizer":
         """The models loaded from their URIs, the detector at its pack's threshold (and reporting
         borderline faces from `BORDERLINE_SHARE` of it)."""
-        from medeid.models.detector import FaceDetector
+        from medeid.models.detector import load_detector
 
         model = MedSemDeID.from_uri(model_uri, settings, device=device)
-        detector = FaceDetector.from_uri(detector_uri, settings)
+        detector = load_detector(detector_uri, settings)
         threshold = detector.det_thresh  # the pack's own
         detector.set_threshold(threshold * BORDERLINE_SHARE)
         return cls(model, detector, secret, face_threshold=threshold, borderline_threshold=detector.det_thresh, **options)
