@@ -131,8 +131,13 @@ class FileAnonymizer:
         from medeid.models.detector import load_detector
 
         model = MedSemDeID.from_uri(model_uri, settings, device=device)
-        detector = load_detector(detector_uri, settings)
-        threshold = detector.det_thresh  # the pack's own
+        return cls.with_detector(model, load_detector(detector_uri, settings), secret, **options)
+
+    @classmethod
+    def with_detector(cls, model: MedSemDeID, detector, secret: Secret | None, **options) -> "FileAnonymizer":
+        """Faces at the detector's own threshold; it is lowered to `BORDERLINE_SHARE` of that so that it
+        reports borderline faces too."""
+        threshold = detector.det_thresh
         detector.set_threshold(threshold * BORDERLINE_SHARE)
         return cls(model, detector, secret, face_threshold=threshold, borderline_threshold=detector.det_thresh, **options)
 

@@ -43,10 +43,12 @@ def encoded(array: np.ndarray, fmt: str, **options) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("fmt, mode", [("JPEG", "RGB"), ("PNG", "RGB"), ("PNG", "L"), ("TIFF", "RGB")])
+@pytest.mark.parametrize("fmt, mode", [("JPEG", "RGB"), ("PNG", "RGB"), ("PNG", "L"), ("TIFF", "RGB"), ("BMP", "RGB"),
+                                       ("WEBP", "RGB")])
 def test_a_face_is_replaced_written_alike_and_recovered_only_with_the_secret(model, fmt, mode):
     original = np.asarray(Image.fromarray(photo(120, 110, seed=7)).convert(mode).convert("RGB"))
-    data = encoded(np.asarray(Image.fromarray(original).convert(mode)), fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    data = encoded(np.asarray(Image.fromarray(original).convert(mode)), fmt,
+                   **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
     anonymizer = FileAnonymizer(model, FixedFaces(0.9), SECRET)
     outcome = anonymizer("clinic/ü 1." + fmt.lower(), data)
     assert outcome.status == ANONYMIZED and outcome.faces == 1 and outcome.reason is None
@@ -108,3 +110,35 @@ def test_every_face_of_a_photo_is_replaced_and_each_comes_back(model):
     with Image.open(io.BytesIO(restored)) as back:
         back = np.asarray(back.convert("RGB"))
     assert status == RECOVERED and np.array_equal(back, original)  # lossless seals, a PNG: exact
+
+
+class UprightWhenLandscape:
+    """Finds the face only in a landscape image: the photo as stored, not as its EXIF tag turns it."""
+
+    def detect(self, image):
+        return [Found(0.9, LANDMARKS)] if image.shape[1] > image.shape[0] else []
+
+
+def test_a_face_turned_sideways_by_exif_is_found_as_stored_and_replaced_where_it_shows(model):
+    from medeid.archive.formats import displayed_points
+
+    stored = photo(96, 128, seed=11)  # landscape as stored; the tag turns it to portrait
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encoded(stored, "PNG", exif=exif.tobytes())
+    outcome = FileAnonymizer(model, UprightWhenLandscape(), SECRET)("ward/turned.png", data)
+    assert outcome.status == ANONYMIZED and outcome.faces == 1
+    assert "as stored" in outcome.reason and "orientation 6" in outcome.reason
+    with Image.open(io.BytesIO(outcome.output)) as written:
+        out = np.asarray(written.convert("RGB"))
+    shown = np.rot90(stored, k=-1)  # orientation 6: turned 90 degrees clockwise, as written
+    assert out.shape == shown.shape
+    nose_x, nose_y = displayed_points(LANDMARKS[2:3], 6, (128, 96))[0].round().astype(int)
+    assert psnr(out[nose_y - 8:nose_y + 8, nose_x - 8:nose_x + 8], shown[nose_y - 8:nose_y + 8, nose_x - 8:nose_x + 8]) < 25
+    assert np.array_equal(out[-6:], shown[-6:])  # far from the face: untouched
+    # A detector that sees it with the tag applied needs no second look; the manifest says so too.
+    applied = FileAnonymizer(model, FixedFaces(0.9), SECRET)("ward/turned.png", data)
+    assert applied.status == ANONYMIZED and applied.reason == "orientation: EXIF orientation 6 applied"
+    # Upright in neither orientation: fails closed as before.
+    nowhere = FileAnonymizer(model, FixedFaces(), SECRET)("ward/turned.png", data)
+    assert nowhere.status == QUARANTINED and "no face" in nowhere.reason
