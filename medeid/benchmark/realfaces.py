@@ -122,5 +122,6 @@ def suite_realfaces(lfw_count: int = 100, synthetic: bool = True) -> list[tuple]
                        f"{score.false_on_face_free} on the {face_free} face-free pictures (bar: 0)"),
                       (f"{name}: detection time", 1000 * score.seconds / len(photos), "ms/photo",
                        f"threshold {detector.det_thresh}; photos 256-640 px")]
-            print(f"[realfaces] {name} missed: {score.missed}", flush=True)
+            shown = score.missed[:10] + ([f"... {len(score.missed) - 10} more"] if len(score.missed) > 10 else [])
+            print(f"[realfaces] {name} missed: {shown}", flush=True)
     return table

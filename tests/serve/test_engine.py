@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from medeid.archive.anonymize import FileAnonymizer
+from medeid.archive.formats import read_photo
 from medeid.config import ServeConfig
 from medeid.models.deid.api import RECOVERED
 from medeid.passwords import Secret, image_password
@@ -92,3 +93,18 @@ def test_the_batched_model_call_matches_one_photo_at_a_time(model):
         assert len(seals) == len(marks) and psnr(out, alone) > 40
         restored, status = model.recover_faces(out, password, seals)
         assert status == RECOVERED and np.array_equal(restored, image)
+
+
+def test_the_engine_loads_the_real_detector_by_name_and_anonymizes_a_real_photo(model, tmp_path):
+    from medeid.realfaces import PORTRAITS, encode, portrait
+
+    model.net.save(tmp_path / "deid")
+    engine = Engine.from_config(ServeConfig(model_uri=str(tmp_path / "deid"), detector_uri="centerface",
+                                            max_body_bytes=10**7))
+    astronaut = portrait("astronaut")
+    answer = engine.deidentify([Job(Secret("pw"), encode(astronaut, "JPEG"))])[0]
+    assert isinstance(answer, Answer) and answer.faces == 1 and answer.media_type == "image/jpeg"
+    out = read_photo(answer.data).rgb
+    x1, y1, x2, y2 = PORTRAITS["astronaut"]
+    assert psnr(out[y1:y2, x1:x2], astronaut[y1:y2, x1:x2]) < 25  # the face changed
+    assert psnr(out[400:], astronaut[400:]) > 30  # the rest is the photo's own (one JPEG generation)
