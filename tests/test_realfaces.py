@@ -69,3 +69,22 @@ def test_faces_under_48_px_are_replaced_or_their_photo_quarantined(photos, cente
             cx, cy, r = (x1 + x2) / 2, (y1 + y2) / 2, max(2, (x2 - x1) / 5)
             window = np.s_[int(cy - r):int(cy + r), int(cx - r):int(cx + r)]
             assert np.abs(after[window] - before[window]).mean() > 8, (p.key, (x1, y1, x2, y2))
+
+
+def test_a_4000_px_photo_is_detected_at_the_working_size_and_its_face_replaced_at_full_resolution(centerface,
+                                                                                                  model):  # noqa: F811
+    import cv2
+
+    from medeid.realfaces import PORTRAITS, encode
+
+    side = 4000
+    big = cv2.resize(portrait("astronaut"), (side, side), interpolation=cv2.INTER_CUBIC)
+    anonymizer = FileAnonymizer.with_detector(model, centerface, Secret("real photos"))
+    outcome = anonymizer("large/astronaut-4000.jpg", encode(big, "JPEG", quality=90))
+    assert outcome.status == ANONYMIZED and outcome.faces == 1
+    out = read_photo(outcome.output).rgb
+    assert out.shape == big.shape  # not a downscaled copy
+    x1, y1, x2, y2 = (np.array(PORTRAITS["astronaut"]) * side / 512).astype(int)
+    face = np.abs(out[y1:y2, x1:x2].astype(float) - big[y1:y2, x1:x2]).mean()
+    rest = np.abs(out[3200:].astype(float) - big[3200:]).mean()
+    assert face > 8 and rest < 2, (face, rest)

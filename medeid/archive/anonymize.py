@@ -139,7 +139,8 @@ class FileAnonymizer:
         reports borderline faces too."""
         threshold = detector.det_thresh
         detector.set_threshold(threshold * BORDERLINE_SHARE)
-        return cls(model, detector, secret, face_threshold=threshold, borderline_threshold=detector.det_thresh, **options)
+        return cls(model, detector, secret, face_threshold=threshold, borderline_threshold=detector.det_thresh,
+                   **options)
 
     def __call__(self, key: str, data: bytes) -> FileOutcome:
         """One archive file, under its own password (from the archive secret and `key`)."""

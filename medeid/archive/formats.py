@@ -2,9 +2,9 @@
 
 `read_photo` turns a file's bytes (JPEG, PNG, TIFF, BMP, WebP) into what MedSem-DeID works on, an
 (H, W, 3) uint8 RGB array with the EXIF orientation applied (the tag is kept in `Photo.orientation`:
-`stored_pixels` and `displayed_points` undo and redo it), or raises `Rejected` with the reason the file goes to quarantine:
-empty, not an image, a format medeid does not anonymize, animated, too many pixels (a
-decompression bomb is refused from its header, before any decoding), corrupt or truncated.
+`stored_pixels` and `displayed_points` undo and redo it), or raises `Rejected` with the reason the
+file goes to quarantine: empty, not an image, a format medeid does not anonymize, animated, too many
+pixels (a decompression bomb is refused from its header, before any decoding), corrupt or truncated.
 
 `write_photo` encodes the anonymized pixels in the file's own format and sample layout (grey stays
 grey, 16-bit PNG stays 16-bit, an alpha channel is kept) from a fresh array, so nothing of the

@@ -7,8 +7,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from medeid.realfaces import RealPhoto, face_size
 
 # Face sizes (box's longer side, px): [24, 32), [32, 48), [48, 96), [96, 192), [192, ...).

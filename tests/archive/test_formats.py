@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medeid.archive.formats import (MAX_PIXELS, TRANSPOSES, Rejected, displayed_points, read_photo, sniff, stored_pixels,
-                                   write_photo)
+from medeid.archive.formats import (MAX_PIXELS, TRANSPOSES, Rejected, displayed_points, read_photo, sniff,
+                                   stored_pixels, write_photo)
 
 
 def encoded(array: np.ndarray, fmt: str, **options) -> bytes:
