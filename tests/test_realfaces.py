@@ -88,3 +88,14 @@ def test_a_4000_px_photo_is_detected_at_the_working_size_and_its_face_replaced_a
     face = np.abs(out[y1:y2, x1:x2].astype(float) - big[y1:y2, x1:x2]).mean()
     rest = np.abs(out[3200:].astype(float) - big[3200:]).mean()
     assert face > 8 and rest < 2, (face, rest)
+
+
+def test_matching_is_one_to_one_and_sizes_fall_in_their_buckets():
+    from medeid.benchmark.realfaces import bucket_of, match
+
+    faces = ((0, 0, 40, 40), (100, 100, 160, 160))
+    found, false = match([[2, 2, 42, 42], [0, 0, 38, 40], [300, 300, 340, 340]], faces)
+    assert found == [True, False] and false == 2  # a second box on the same face is a false one
+    assert match([], faces) == ([False, False], 0) and match([[0, 0, 9, 9]], ()) == ([], 1)
+    assert [bucket_of(s) for s in (24, 47.9, 48, 191, 400)] == ["24-32 px", "32-48 px", "48-96 px", "96-192 px",
+                                                                ">= 192 px"]
