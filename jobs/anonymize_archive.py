@@ -1,7 +1,7 @@
 """Anonymize a hospital photo archive: every face replaced, same keys and formats, nothing lost.
 
     ray job submit -- python jobs/anonymize_archive.py --input s3://hospital/photos \
-        --output s3://share/photos --model s3://models/deid --detector s3://models/detector \
+        --output s3://share/photos --model s3://models/deid --detector centerface \
         --secret-file /secure/archive.secret          # or the MEDEID_ARCHIVE_SECRET variable
 
 Writes <output>/<key> for every anonymized input, <output>-quarantine/<key> (the input, untouched)
