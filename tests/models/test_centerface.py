@@ -58,3 +58,18 @@ def test_decode_reads_centre_size_and_landmarks_and_suppresses_overlaps():
     assert boxes[0] == pytest.approx([centre_x - 16, centre_y - 20, centre_x + 16, centre_y + 20])
     assert points[0, 0] == pytest.approx([centre_x - 16 + 0.3 * 32, centre_y - 20 + 0.4 * 40])
     assert centerface.decode(heat, scale, offset, marks, threshold=0.95)[0].shape == (0, 4)
+
+
+def test_the_small_face_pass_finds_the_24_px_face_the_first_pass_misses(detector):
+    from medeid.archive.formats import read_photo
+    from medeid.benchmark.realfaces import match
+    from medeid.realfaces import face_size, real_photos
+
+    group = next(p for p in real_photos() if p.key == "group/group-09.jpg")  # the check set's one such face
+    rgb = read_photo(group.data).rgb
+    tiny = [i for i, box in enumerate(group.faces) if face_size(box) < 32]
+    one_pass = centerface.CenterFaceDetector(small_face_pass=False)
+    missed, _ = match([f.box for f in one_pass.detect(rgb)], group.faces)
+    assert not all(missed[i] for i in tiny)
+    found, false = match([f.box for f in detector.detect(rgb)], group.faces)
+    assert all(found) and false == 0
