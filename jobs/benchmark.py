@@ -6,6 +6,7 @@
     python jobs/benchmark.py anonymize [--files 96]
     python jobs/benchmark.py serve [--requests 96]
     python jobs/benchmark.py multinode [--node-samples 96]  # build_mema's generator on 1 vs 2 worker nodes
+    python jobs/benchmark.py realfaces [--lfw-faces 100]    # face detection on real photos, per face size
     python jobs/benchmark.py all [--output benchmark.md]     # every suite, one table with the machine
 
 Each suite prints its table as it finishes; `all` then prints (and with --output writes) every
@@ -29,13 +30,15 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=128, help="deid suite: photos de-identified per run")
     parser.add_argument("--files", type=int, default=96, help="anonymize suite: photos in the 1x archive")
     parser.add_argument("--requests", type=int, default=96, help="serve suite: requests per measurement")
+    parser.add_argument("--lfw-faces", type=int, default=100, help="realfaces suite: LFW faces in the check set")
     parser.add_argument("--output", help="also write the combined Markdown table to this file")
     args = parser.parse_args()
     started, results = time.monotonic(), {}
     for name in SUITES if args.suite == "all" else [args.suite]:
         kwargs = {"index": {"rows": args.rows}, "mema": {"samples": args.samples},
                   "deid": {"photos": args.photos}, "anonymize": {"files": args.files},
-                  "serve": {"requests": args.requests}, "multinode": {"samples": args.node_samples}}.get(name, {})
+                  "serve": {"requests": args.requests}, "multinode": {"samples": args.node_samples},
+                  "realfaces": {"lfw_count": args.lfw_faces}}.get(name, {})
         results[name] = SUITES[name](**kwargs)
         print(markdown(name, results[name]), flush=True)
     table = report(results, (time.monotonic() - started) / 60)

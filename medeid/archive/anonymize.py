@@ -12,7 +12,9 @@ recovery mode says (`recovery`): in the file (`carrier`), apart from it for a pr
 It fails closed: a photo in which no face is found, or only a borderline one, is quarantined (a
 missed face is a leaked patient) unless the archive is declared to hold faceless images
 (`pass_faceless`), which then pass with their metadata stripped. When a confident face is found,
-borderline detections in the same photo are replaced too: replacing a shadow costs little.
+borderline detections in the same photo are replaced too: replacing a shadow costs little. A photo
+whose EXIF orientation leaves no face upright is tried as stored too (a wrong tag turns an upright
+face sideways); the manifest's reason says which orientation found its faces.
 """
 
 from __future__ import annotations
@@ -43,6 +45,14 @@ BORDERLINE_SHARE = 0.6
 class Face(Protocol):
     score: float
     landmarks: np.ndarray  # (5, 2) x, y
+
+
+@dataclass(frozen=True)
+class _Turned:
+    """A face found in the stored pixels, its landmarks moved into the photo as displayed."""
+
+    score: float
+    landmarks: np.ndarray
 
 
 class FaceFinder(Protocol):
@@ -122,11 +132,16 @@ class FileAnonymizer:
                   settings: storage.S3Settings | None = None, device: str = "cpu", **options) -> "FileAnonymizer":
         """The models loaded from their URIs, the detector at its pack's threshold (and reporting
         borderline faces from `BORDERLINE_SHARE` of it)."""
-        from medeid.models.detector import FaceDetector
+        from medeid.models.detector import load_detector
 
         model = MedSemDeID.from_uri(model_uri, settings, device=device)
-        detector = FaceDetector.from_uri(detector_uri, settings)
-        threshold = detector.det_thresh  # the pack's own
+        return cls.with_detector(model, load_detector(detector_uri, settings), secret, **options)
+
+    @classmethod
+    def with_detector(cls, model: MedSemDeID, detector, secret: Secret | None, **options) -> "FileAnonymizer":
+        """Faces at the detector's own threshold; it is lowered to `BORDERLINE_SHARE` of that so that it
+        reports borderline faces too."""
+        threshold = detector.det_thresh
         detector.set_threshold(threshold * BORDERLINE_SHARE)
         return cls(model, detector, secret, face_threshold=threshold, borderline_threshold=detector.det_thresh,
                    **options)
@@ -171,15 +186,31 @@ class FileAnonymizer:
             decoded = Decoded.of(data, self.max_pixels)
         except Rejected as rejected:
             return FileOutcome(QUARANTINED, rejected.reason, problem=rejected.kind)
-        found = [f for f in self.detector.detect(decoded.rgb) if f.score >= self.borderline_threshold]
+        found, orientation = self._find(decoded)
         if any(f.score >= self.face_threshold for f in found):
-            return _Planned(decoded, [f.landmarks for f in found], ANONYMIZED, None)
+            return _Planned(decoded, [f.landmarks for f in found], ANONYMIZED, orientation)
         if found:
             return FileOutcome(QUARANTINED, f"only a borderline face (detector score {found[0].score:.2f} < "
                                             f"{self.face_threshold}): fails closed", problem=BORDERLINE_FACE)
         if not self.pass_faceless:
             return FileOutcome(QUARANTINED, "no face found: fails closed (pass_faceless is off)", problem=NO_FACE_FOUND)
         return _Planned(decoded, [], NO_FACE, "no face found; passed with metadata stripped")
+
+    def _find(self, decoded: Decoded) -> tuple[list, str | None]:
+        """The faces to replace, in the photo as displayed, and the orientation used (None: no EXIF turn).
+        With no confident face upright under the EXIF orientation, the stored pixels are searched too."""
+        found = [f for f in self.detector.detect(decoded.rgb) if f.score >= self.borderline_threshold]
+        orientation = decoded.photo.orientation if decoded.photo is not None else 1
+        if orientation == 1:
+            return found, None
+        if not any(f.score >= self.face_threshold for f in found):
+            stored = formats.stored_pixels(decoded.rgb, orientation)
+            upright = [f for f in self.detector.detect(stored) if f.score >= self.borderline_threshold]
+            if any(f.score >= self.face_threshold for f in upright):
+                size = (stored.shape[1], stored.shape[0])
+                return ([_Turned(f.score, formats.displayed_points(f.landmarks, orientation, size)) for f in upright],
+                        f"orientation: as stored (EXIF orientation {orientation} ignored: it left no face upright)")
+        return found, f"orientation: EXIF orientation {orientation} applied"
 
     @staticmethod
     def _uid_key_of(password: Password | None) -> bytes:

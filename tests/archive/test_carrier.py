@@ -16,7 +16,7 @@ from pydicom.uid import generate_uid
 SEALS = [os.urandom(70_000), b"", os.urandom(123)]  # one larger than a JPEG segment holds
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF", "BMP", "WEBP"])
 def test_seals_round_trip_and_the_photo_still_decodes_the_same(fmt):
     y, x = np.mgrid[:40, :56]
     rgb = np.dstack([x * 4, y * 6, (x + y) * 2]).astype(np.uint8)

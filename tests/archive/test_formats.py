@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medeid.archive.formats import MAX_PIXELS, Rejected, read_photo, sniff, write_photo
+from medeid.archive.formats import (MAX_PIXELS, TRANSPOSES, Rejected, displayed_points, read_photo, sniff,
+                                   stored_pixels, write_photo)
 
 
 def encoded(array: np.ndarray, fmt: str, **options) -> bytes:
@@ -83,7 +84,8 @@ def test_jpeg_orientation_is_applied_and_exif_gps_comment_are_stripped_icc_kept(
 
 
 @pytest.mark.parametrize("mode, fmt", [("L", "PNG"), ("L", "JPEG"), ("RGBA", "PNG"), ("LA", "PNG"),
-                                       ("RGB", "TIFF"), ("CMYK", "JPEG"), ("P", "PNG")])
+                                       ("RGB", "TIFF"), ("CMYK", "JPEG"), ("P", "PNG"), ("RGB", "BMP"),
+                                       ("L", "BMP"), ("P", "BMP"), ("RGB", "WEBP"), ("RGBA", "WEBP")])
 def test_photos_come_back_in_their_own_format_and_layout(mode, fmt):
     source = Image.fromarray(face_like()).convert(mode)
     buffer = io.BytesIO()
@@ -95,6 +97,8 @@ def test_photos_come_back_in_their_own_format_and_layout(mode, fmt):
     with Image.open(io.BytesIO(write_photo(photo, changed))) as written:
         assert written.format == fmt
         expected = {"CMYK": "RGB", "P": "RGB"}.get(mode, mode)  # colour spaces medeid does not write
+        if fmt == "WEBP" and mode == "RGBA":
+            expected = "RGB"  # libwebp drops an alpha channel that is opaque throughout, as this one is
         assert written.mode == expected
         assert np.asarray(written.convert("L"))[12, 12] < 8
 
@@ -119,3 +123,36 @@ def test_writing_is_deterministic_and_checks_the_shape():
     with pytest.raises(ValueError, match="shape"):
         write_photo(photo, photo.rgb[:10])
     assert MAX_PIXELS >= 61_000_000  # the largest clinical camera sensors pass
+
+
+def test_webp_stays_lossless_when_it_was_and_bmp_reads_back_exactly():
+    pixels = face_like()
+    for fmt, options in (("WEBP", {"lossless": True}), ("BMP", {})):
+        photo = read_photo(encoded(pixels, fmt, **options))
+        assert photo.format == fmt.lower() and np.array_equal(photo.rgb, pixels)
+        assert np.array_equal(read_photo(write_photo(photo, pixels)).rgb, pixels)  # no generation lost
+    lossy = read_photo(encoded(pixels, "WEBP", quality=80))
+    assert not lossy.lossless and read_photo(encoded(pixels, "WEBP", lossless=True)).lossless
+
+
+@pytest.mark.parametrize("data, name", [
+    (b"\0\0\0\x18ftypheic" + b"\0" * 64, "heic"),
+    (b"\0\0\0\x1cftypavif" + b"\0" * 64, "avif"),
+    (b"\0\0\0\x0cjP  \r\n\x87\n" + b"\0" * 64, "jpeg2000"),
+    (b"8BPS" + b"\0" * 64, "psd"),
+])
+def test_image_formats_medeid_does_not_anonymize_are_quarantined_by_name(data, name):
+    with pytest.raises(Rejected, match=f"unsupported format: {name}") as refused:
+        read_photo(data)
+    assert refused.value.kind == "unsupported"
+
+
+@pytest.mark.parametrize("orientation", sorted(TRANSPOSES))
+def test_stored_pixels_and_displayed_points_undo_and_redo_the_exif_orientation(orientation):
+    stored = np.random.default_rng(orientation).integers(0, 255, (30, 50, 3), np.uint8)
+    data = encoded(stored, "PNG", exif=exif_with_gps_and_orientation(orientation))
+    photo = read_photo(data)
+    assert photo.orientation == orientation
+    assert np.array_equal(stored_pixels(photo.rgb, orientation), stored)
+    x, y = displayed_points(np.array([[7.5, 3.5]]), orientation, (50, 30))[0]  # the centre of stored pixel (7, 3)
+    assert np.array_equal(photo.rgb[int(y), int(x)], stored[3, 7])

@@ -11,6 +11,7 @@ import pytest
 
 from medeid.archive import carrier
 from medeid.archive.anonymize import FileAnonymizer
+from medeid.archive.formats import read_photo
 from medeid.archive.recovery import EMBEDDED, MODES, NONE, SEPARATE
 from medeid.config import ServeConfig
 from medeid.models.deid.api import RECOVERED
@@ -128,3 +129,18 @@ def test_the_caller_chooses_where_the_recovery_data_goes(model):
     for bad in (b'{"image": "AAAA"}', b"not json", b'{"image": "*", "recovery_data": "AAAA"}'):
         with pytest.raises(ServeError, match="invalid_recovery_request"):
             engine.recovery_request("application/json", bad)
+
+
+def test_the_engine_loads_the_real_detector_by_name_and_anonymizes_a_real_photo(model, tmp_path):
+    from medeid.realfaces import PORTRAITS, encode, portrait
+
+    model.net.save(tmp_path / "deid")
+    engine = Engine.from_config(ServeConfig(model_uri=str(tmp_path / "deid"), detector_uri="centerface",
+                                            max_body_bytes=10**7))
+    astronaut = portrait("astronaut")
+    answer = engine.deidentify([Job(Secret("pw"), encode(astronaut, "JPEG"))])[0]
+    assert isinstance(answer, Answer) and answer.faces == 1 and answer.media_type == "image/jpeg"
+    out = read_photo(answer.data).rgb
+    x1, y1, x2, y2 = PORTRAITS["astronaut"]
+    assert psnr(out[y1:y2, x1:x2], astronaut[y1:y2, x1:x2]) < 25  # the face changed
+    assert psnr(out[400:], astronaut[400:]) > 30  # the rest is the photo's own (one JPEG generation)

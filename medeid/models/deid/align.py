@@ -63,10 +63,22 @@ def paste_back(image: np.ndarray, crop: np.ndarray, where: FaceCrop, feather: fl
     """`image` with `crop` (the model's output for `where`) put back; untouched outside the face."""
     if crop.shape[:2] != (where.size, where.size):
         raise ValueError(f"the crop is {crop.shape[:2]}, but {where.size} x {where.size} was cut")
+    # Only the face's window of the photo is warped and blended: a 4000 px photo costs what its face does.
     h, w = image.shape[:2]
     inverse = cv2.invertAffineTransform(where.matrix)
-    warped = cv2.warpAffine(crop.astype(np.float32), inverse, (w, h), flags=cv2.INTER_LINEAR)
-    weight = paste_weight(image.shape, where, feather)
+    corners = np.array([[0, 0], [where.size, 0], [0, where.size], [where.size, where.size]], np.float64)
+    spots = corners @ inverse[:, :2].T + inverse[:, 2]
+    x0, y0 = np.maximum(np.floor(spots.min(axis=0)).astype(int) - 2, 0)
+    x1, y1 = np.minimum(np.ceil(spots.max(axis=0)).astype(int) + 2, [w, h])
+    out = image.copy()
+    if x1 <= x0 or y1 <= y0:
+        return out
+    shifted = inverse.copy()
+    shifted[:, 2] -= (x0, y0)
+    warped = cv2.warpAffine(crop.astype(np.float32), shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR)
+    weight = cv2.warpAffine(feather_mask(where.size, feather), shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR)
     weight = weight[..., None] if image.ndim == 3 else weight
-    blended = np.rint(image * (1 - weight) + warped * weight)
-    return np.where(weight > 0, np.clip(blended, 0, 255), image).astype(image.dtype)
+    window = image[y0:y1, x0:x1]
+    blended = np.rint(window * (1 - weight) + warped * weight)
+    out[y0:y1, x0:x1] = np.where(weight > 0, np.clip(blended, 0, 255), window).astype(image.dtype)
+    return out

@@ -1,0 +1,125 @@
+"""Face detection on real photographs (`medeid.realfaces`): recall and false detections per face size,
+for every detector pack at hand."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medeid.realfaces import RealPhoto, face_size
+
+# Face sizes (box's longer side, px): [24, 32), [32, 48), [48, 96), [96, 192), [192, ...).
+BUCKETS = (24, 32, 48, 96, 192)
+MATCH_IOU = 0.3  # a detection covers a face: the boxes' conventions differ (the LFW crop is eyebrows to chin)
+DET_10G = Path("~/.insightface/models/buffalo_l/det_10g.onnx").expanduser()
+
+
+def bucket_of(size: float) -> str:
+    lower = max([b for b in BUCKETS if b <= size], default=0)
+    upper = min([b for b in BUCKETS if b > size], default=None)
+    return f"{lower}-{upper} px" if upper else f">= {lower} px"
+
+
+def iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class DetectionScore:
+    """Faces found per size bucket, and detections that cover no face (on face-free pictures apart)."""
+
+    found: dict[str, int] = field(default_factory=dict)
+    faces: dict[str, int] = field(default_factory=dict)
+    false_detections: int = 0
+    false_on_face_free: int = 0
+    missed: list[str] = field(default_factory=list)  # "key: size px"
+    seconds: float = 0.0
+    photos: int = 0
+
+    def recall(self, min_size: float = 0) -> float:
+        keys = [k for k in self.faces if _lower(k) >= min_size]
+        total = sum(self.faces[k] for k in keys)
+        return sum(self.found.get(k, 0) for k in keys) / total if total else float("nan")
+
+
+def _lower(bucket: str) -> int:
+    return int(bucket.split("-")[0].replace(">= ", "").split()[0])
+
+
+def match(boxes: list, faces: tuple) -> tuple[list[bool], int]:
+    """Greedy one-to-one matching by IoU: (found, per face), number of detections left unmatched."""
+    pairs = sorted(((iou(d, f), i, j) for i, f in enumerate(faces) for j, d in enumerate(boxes)), reverse=True)
+    found, used = [False] * len(faces), set()
+    for overlap, i, j in pairs:
+        if overlap >= MATCH_IOU and not found[i] and j not in used:
+            found[i] = True
+            used.add(j)
+    return found, len(boxes) - len(used)
+
+
+def score_detector(detector, photos: list[RealPhoto]) -> DetectionScore:
+    """Run `detector` on every photo as displayed (EXIF applied) and count against the true boxes."""
+    from medeid.archive.formats import read_photo
+
+    score = DetectionScore(photos=len(photos))
+    for photo in photos:
+        rgb = read_photo(photo.data).rgb
+        started = time.perf_counter()
+        boxes = [face.box.tolist() for face in detector.detect(rgb) if face.score >= detector.det_thresh]
+        score.seconds += time.perf_counter() - started
+        found, unmatched = match(boxes, photo.faces)
+        score.false_detections += unmatched
+        score.false_on_face_free += unmatched if not photo.faces else 0
+        for box, hit in zip(photo.faces, found):
+            bucket = bucket_of(face_size(box))
+            score.faces[bucket] = score.faces.get(bucket, 0) + 1
+            score.found[bucket] = score.found.get(bucket, 0) + int(hit)
+            if not hit:
+                score.missed.append(f"{photo.key}: {face_size(box):.0f} px")
+    return score
+
+
+def detectors_at_hand(directory: str, synthetic: bool = True) -> dict:
+    """name -> detector: CenterFace always; the demo's synthetic SCRFD (briefly trained, ~40 s) when
+    `synthetic`; insightface's det_10g when a user copied it in (`~/.insightface/models/buffalo_l`)."""
+    from medeid.models.detector import FaceDetector, load_detector
+
+    found = {"centerface": load_detector("centerface")}
+    if synthetic:
+        from medeid.benchmark.models import detector_pack
+
+        found["synthetic SCRFD"] = FaceDetector(detector_pack(directory))
+    if DET_10G.exists():
+        found["insightface det_10g"] = FaceDetector(DET_10G.parent)
+    return found
+
+
+def suite_realfaces(lfw_count: int = 100, synthetic: bool = True) -> list[tuple]:
+    """Recall per face size and false detections of every detector at hand on the real check set."""
+    import tempfile
+
+    from medeid.realfaces import real_photos
+
+    photos = real_photos(lfw_count)
+    faces = sum(len(p.faces) for p in photos)
+    face_free = sum(not p.faces for p in photos)
+    table = [("check set", len(photos), "photos", f"{faces} real faces; {face_free} face-free pictures")]
+    with tempfile.TemporaryDirectory() as directory:
+        for name, detector in detectors_at_hand(directory, synthetic).items():
+            score = score_detector(detector, photos)
+            for bucket in sorted(score.faces, key=_lower):
+                table.append((f"{name}: recall, faces {bucket}", score.found.get(bucket, 0) / score.faces[bucket],
+                              "share", f"{score.found.get(bucket, 0)} of {score.faces[bucket]}"))
+            table += [(f"{name}: recall, faces >= 48 px", score.recall(48), "share", "bar: >= 0.98 (centerface)"),
+                      (f"{name}: false detections", score.false_detections, "boxes",
+                       f"{score.false_on_face_free} on the {face_free} face-free pictures (bar: 0)"),
+                      (f"{name}: detection time", 1000 * score.seconds / len(photos), "ms/photo",
+                       f"threshold {detector.det_thresh}; photos 256-640 px")]
+            shown = score.missed[:10] + ([f"... {len(score.missed) - 10} more"] if len(score.missed) > 10 else [])
+            print(f"[realfaces] {name} missed: {shown}", flush=True)
+    return table
