@@ -50,13 +50,8 @@ def encoded(array: np.ndarray, fmt: str, **options) -> bytes:
                                        ("WEBP", "RGB")])
 def test_a_face_is_replaced_written_alike_and_recovered_only_with_the_secret(model, fmt, mode):
     original = np.asarray(Image.fromarray(photo(120, 110, seed=7)).convert(mode).convert("RGB"))
-<<<<<<< HEAD
-    options = {"quality": 95} if fmt == "JPEG" else {}
-    data = encoded(np.asarray(Image.fromarray(original).convert(mode)), fmt, **options)
-=======
     data = encoded(np.asarray(Image.fromarray(original).convert(mode)), fmt,
                    **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
->>>>>>> issue20-real-photos
     anonymizer = FileAnonymizer(model, FixedFaces(0.9), SECRET)
     outcome = anonymizer("clinic/ü 1." + fmt.lower(), data)
     assert outcome.status == ANONYMIZED and outcome.faces == 1 and outcome.reason is None
@@ -120,8 +115,7 @@ def test_every_face_of_a_photo_is_replaced_and_each_comes_back(model):
     assert status == RECOVERED and np.array_equal(back, original)  # lossless seals, a PNG: exact
 
 
-<<<<<<< HEAD
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF", "DICOM"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF", "DICOM", "BMP", "WEBP"])
 def test_separate_and_none_modes_leave_nothing_recoverable_in_the_file(model, fmt):
     original = photo(120, 110, seed=5)
     data = dicom_photo(generate_uid(), rgb=original) if fmt == "DICOM" else encoded(original, fmt)
@@ -140,7 +134,8 @@ def test_separate_and_none_modes_leave_nothing_recoverable_in_the_file(model, fm
     assert psnr(Decoded.of(separate.output).rgb, original) < 30
     assert anonymizers[SEPARATE].recover(key, separate.output)[1] == NO_RECOVERY_DATA
     assert anonymizers[SEPARATE].recover("another key", separate.output, seals)[1] == WRONG_PASSWORD
-=======
+
+
 class UprightWhenLandscape:
     """Finds the face only in a landscape image: the photo as stored, not as its EXIF tag turns it."""
 
@@ -172,4 +167,3 @@ def test_a_face_turned_sideways_by_exif_is_found_as_stored_and_replaced_where_it
     # Upright in neither orientation: fails closed as before.
     nowhere = FileAnonymizer(model, FixedFaces(), SECRET)("ward/turned.png", data)
     assert nowhere.status == QUARANTINED and "no face" in nowhere.reason
->>>>>>> issue20-real-photos
