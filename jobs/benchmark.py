@@ -6,7 +6,8 @@
     python jobs/benchmark.py anonymize [--files 96]
     python jobs/benchmark.py serve [--requests 96]
     python jobs/benchmark.py multinode [--node-samples 96]  # build_mema's generator on 1 vs 2 worker nodes
-    python jobs/benchmark.py realfaces [--lfw-faces 100]    # face detection on real photos, per face size
+    python jobs/benchmark.py realfaces [--lfw-faces 100] [--deid-model DIR]
+        # face detection on real photos, per face size; then the archive job on them under a real recogniser
     python jobs/benchmark.py all [--output benchmark.md]     # every suite, one table with the machine
 
 Each suite prints its table as it finishes; `all` then prints (and with --output writes) every
@@ -31,6 +32,8 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=96, help="anonymize suite: photos in the 1x archive")
     parser.add_argument("--requests", type=int, default=96, help="serve suite: requests per measurement")
     parser.add_argument("--lfw-faces", type=int, default=100, help="realfaces suite: LFW faces in the check set")
+    parser.add_argument("--deid-model", help="realfaces suite: MedSem-DeID for the archive job on real photos "
+                                             "(default: demo-output/models/deid, else an untrained one)")
     parser.add_argument("--output", help="also write the combined Markdown table to this file")
     args = parser.parse_args()
     started, results = time.monotonic(), {}
@@ -38,7 +41,7 @@ def main() -> int:
         kwargs = {"index": {"rows": args.rows}, "mema": {"samples": args.samples},
                   "deid": {"photos": args.photos}, "anonymize": {"files": args.files},
                   "serve": {"requests": args.requests}, "multinode": {"samples": args.node_samples},
-                  "realfaces": {"lfw_count": args.lfw_faces}}.get(name, {})
+                  "realfaces": {"lfw_count": args.lfw_faces, "deid_model": args.deid_model}}.get(name, {})
         results[name] = SUITES[name](**kwargs)
         print(markdown(name, results[name]), flush=True)
     table = report(results, (time.monotonic() - started) / 60)

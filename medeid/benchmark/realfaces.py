@@ -1,5 +1,6 @@
 """Face detection on real photographs (`medeid.realfaces`): recall and false detections per face size,
-for every detector pack at hand."""
+for every detector pack at hand; then the archive anonymizer (CenterFace, the demo's MedSem-DeID) on
+them, checked by the held-out real recogniser (`medeid.evaluate.real_recogniser`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from medeid.realfaces import RealPhoto, face_size
 BUCKETS = (24, 32, 48, 96, 192)
 MATCH_IOU = 0.3  # a detection covers a face: the boxes' conventions differ (the LFW crop is eyebrows to chin)
 DET_10G = Path("~/.insightface/models/buffalo_l/det_10g.onnx").expanduser()
+DEMO_DEID = Path("demo-output/models/deid")  # what `make demo` kept
 
 
 def bucket_of(size: float) -> str:
@@ -99,8 +101,79 @@ def detectors_at_hand(directory: str, synthetic: bool = True) -> dict:
     return found
 
 
-def suite_realfaces(lfw_count: int = 100, synthetic: bool = True) -> list[tuple]:
-    """Recall per face size and false detections of every detector at hand on the real check set."""
+def recogniser_figures(photos: list[RealPhoto], model_uri: str, label: str) -> list[tuple]:
+    """Each real face after the archive anonymizer (CenterFace, the MedSem-DeID at `model_uri`) against
+    its source under the held-out real recogniser: matched / not matched / no face found there by it,
+    and quarantined (not shared). First, as a control, the same faces merely re-encoded (JPEG 75)."""
+    from collections import Counter
+
+    from medeid.archive.anonymize import FileAnonymizer
+    from medeid.archive.formats import read_photo
+    from medeid.archive.manifest import ANONYMIZED
+    from medeid.evaluate.real_recogniser import MATCH_DISTANCE, MATCHED, NO_FACE_FOUND, NOT_MATCHED, RealRecogniser
+    from medeid.models.deid.api import MedSemDeID
+    from medeid.models.detector import load_detector
+    from medeid.passwords import Secret
+    from medeid.realfaces import encode
+
+    try:
+        recogniser = RealRecogniser()
+    except ImportError as missing:
+        return [("real recogniser", "-", "", f"not installed: {missing}")]
+    anonymizer = FileAnonymizer.with_detector(MedSemDeID.from_uri(model_uri), load_detector("centerface"),
+                                              Secret("realfaces benchmark"))
+    control, after, distances, forced = Counter(), Counter(), [], []
+    for photo in (p for p in photos if p.faces):
+        source = read_photo(photo.data).rgb
+        copy = read_photo(encode(source, "JPEG", quality=75)).rgb
+        control.update(c.verdict for c in recogniser.check(source, photo.faces, copy))
+        outcome = anonymizer(photo.key, photo.data)
+        if outcome.status != ANONYMIZED:
+            after["quarantined"] += len(photo.faces)
+            continue
+        for check in recogniser.check(source, photo.faces, read_photo(outcome.output).rgb, at_known_box=True):
+            after[check.verdict] += 1
+            distances += [check.distance] if check.distance is not None else []
+            forced.append(check.at_known_box)
+    faces = sum(after.values())
+    impostors = _lfw_impostor_rate(recogniser)
+    return [
+        ("real recogniser: control, faces re-encoded (JPEG 75)", control[MATCHED], "faces",
+         f"matched of {control[MATCHED] + control[NOT_MATCHED]} it found; {control[NO_FACE_FOUND]} of "
+         f"{faces} not found by its HOG detector"),
+        ("real recogniser: LFW strangers under the rule", impostors, "share",
+         f"pairs of the 100 LFW faces (25 px crops, enlarged) at distance < {MATCH_DISTANCE}"),
+        (f"real recogniser after the archive job ({label}): matched", after[MATCHED], "faces",
+         f"of {faces} real faces (bar: 0)"),
+        ("real recogniser after the archive job: not matched", after[NOT_MATCHED], "faces",
+         f"min distance of the faces it described: {min(distances):.3f}" if distances else "none described"),
+        ("real recogniser after the archive job: no face found", after[NO_FACE_FOUND], "faces",
+         "its detector found no face at the source face's place"),
+        ("real recogniser after the archive job: quarantined", after["quarantined"], "faces", "not shared"),
+        ("real recogniser, output described at the true box", sum(d < MATCH_DISTANCE for d in forced), "faces",
+         f"under {MATCH_DISTANCE} of {len(forced)} (an attacker who knows where the face was; min "
+         f"{min(forced):.3f}; compare the strangers' rate)" if forced else "none"),
+    ]
+
+
+def _lfw_impostor_rate(recogniser) -> float:
+    """Share of pairs of LFW faces (different photos, mostly different people) the rule calls one person."""
+    import numpy as np
+    from PIL import Image
+
+    from medeid.evaluate.real_recogniser import MATCH_DISTANCE
+    from medeid.realfaces import lfw_faces
+
+    codes = np.stack([recogniser.describe(np.asarray(Image.fromarray(f).resize((128, 128), Image.LANCZOS)),
+                                          (0, 0, 128, 128)) for f in lfw_faces(100)])
+    distances = np.linalg.norm(codes[:, None] - codes[None], axis=-1)[np.triu_indices(len(codes), 1)]
+    return float((distances < MATCH_DISTANCE).mean())
+
+
+def suite_realfaces(lfw_count: int = 100, synthetic: bool = True, deid_model: str | None = None) -> list[tuple]:
+    """Recall per face size and false detections of every detector at hand on the real check set; then
+    the archive anonymizer on it under the held-out real recogniser, with `deid_model` (default: the
+    demo's, `demo-output/models/deid`, else an untrained one of the demo's shape)."""
     import tempfile
 
     from medeid.realfaces import real_photos
@@ -122,4 +195,14 @@ def suite_realfaces(lfw_count: int = 100, synthetic: bool = True) -> list[tuple]
                        f"threshold {detector.det_thresh}; photos 256-640 px")]
             shown = score.missed[:10] + ([f"... {len(score.missed) - 10} more"] if len(score.missed) > 10 else [])
             print(f"[realfaces] {name} missed: {shown}", flush=True)
+        if deid_model is None and DEMO_DEID.exists():
+            deid_model = str(DEMO_DEID)
+        if deid_model is None:
+            from medeid.benchmark.models import deid_model as untrained
+
+            label = "untrained MedSem-DeID"
+            deid_model = untrained(directory, 128)
+        else:
+            label = f"MedSem-DeID {deid_model}"
+        table += recogniser_figures(photos, deid_model, label)
     return table
