@@ -52,33 +52,50 @@ def feather_mask(size: int, feather: float = 0.08) -> np.ndarray:
     return np.outer(edge, edge).astype(np.float32)
 
 
+def _window(shape: tuple[int, ...], where: FaceCrop) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """The photo's box that the crop lands in (2 px of margin for the interpolation), and the crop ->
+    box transform; None when the crop lands outside the photo. Work stays in that box: a 4000 px
+    photo costs what its face does."""
+    h, w = shape[:2]
+    inverse = cv2.invertAffineTransform(where.matrix)
+    corners = np.array([[0, 0], [where.size, 0], [0, where.size], [where.size, where.size]], np.float64)
+    spots = corners @ inverse[:, :2].T + inverse[:, 2]
+    x0, y0 = np.maximum(np.floor(spots.min(axis=0)).astype(int) - 2, 0)
+    x1, y1 = np.minimum(np.ceil(spots.max(axis=0)).astype(int) + 2, [w, h])
+    if x1 <= x0 or y1 <= y0:
+        return None
+    inverse[:, 2] -= (x0, y0)
+    return (slice(y0, y1), slice(x0, x1)), inverse
+
+
+def _warp(array: np.ndarray, matrix: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
+    size = (box[1].stop - box[1].start, box[0].stop - box[0].start)
+    return cv2.warpAffine(array, matrix, size, flags=cv2.INTER_LINEAR)
+
+
 def paste_weight(shape: tuple[int, ...], where: FaceCrop, feather: float = 0.08) -> np.ndarray:
     """How much of the crop each photo pixel takes when pasted back, float32 (H, W): 0 outside the face,
     1 where the crop replaces the photo outright."""
-    inverse = cv2.invertAffineTransform(where.matrix)
-    return cv2.warpAffine(feather_mask(where.size, feather), inverse, (shape[1], shape[0]), flags=cv2.INTER_LINEAR)
+    weight = np.zeros(shape[:2], np.float32)
+    window = _window(shape, where)
+    if window is not None:
+        box, matrix = window
+        weight[box] = _warp(feather_mask(where.size, feather), matrix, box)
+    return weight
 
 
 def paste_back(image: np.ndarray, crop: np.ndarray, where: FaceCrop, feather: float = 0.08) -> np.ndarray:
     """`image` with `crop` (the model's output for `where`) put back; untouched outside the face."""
     if crop.shape[:2] != (where.size, where.size):
         raise ValueError(f"the crop is {crop.shape[:2]}, but {where.size} x {where.size} was cut")
-    # Only the face's window of the photo is warped and blended: a 4000 px photo costs what its face does.
-    h, w = image.shape[:2]
-    inverse = cv2.invertAffineTransform(where.matrix)
-    corners = np.array([[0, 0], [where.size, 0], [0, where.size], [where.size, where.size]], np.float64)
-    spots = corners @ inverse[:, :2].T + inverse[:, 2]
-    x0, y0 = np.maximum(np.floor(spots.min(axis=0)).astype(int) - 2, 0)
-    x1, y1 = np.minimum(np.ceil(spots.max(axis=0)).astype(int) + 2, [w, h])
     out = image.copy()
-    if x1 <= x0 or y1 <= y0:
+    window = _window(image.shape, where)
+    if window is None:
         return out
-    shifted = inverse.copy()
-    shifted[:, 2] -= (x0, y0)
-    warped = cv2.warpAffine(crop.astype(np.float32), shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR)
-    weight = cv2.warpAffine(feather_mask(where.size, feather), shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR)
+    box, matrix = window
+    warped = _warp(crop.astype(np.float32), matrix, box)
+    weight = _warp(feather_mask(where.size, feather), matrix, box)
     weight = weight[..., None] if image.ndim == 3 else weight
-    window = image[y0:y1, x0:x1]
-    blended = np.rint(window * (1 - weight) + warped * weight)
-    out[y0:y1, x0:x1] = np.where(weight > 0, np.clip(blended, 0, 255), window).astype(image.dtype)
+    blended = np.rint(image[box] * (1 - weight) + warped * weight)
+    out[box] = np.where(weight > 0, np.clip(blended, 0, 255), image[box]).astype(image.dtype)
     return out
