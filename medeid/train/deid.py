@@ -166,9 +166,9 @@ def load_pairs(batch: pa.Table, *, root: str, size: int, donors: list[SyntheticD
                                                           choices)):
         rng = np.random.default_rng([seed, int.from_bytes(hashlib.sha256(row["photo_id"].encode()).digest()[:8])])
         camera = photo_nuisance(row)
+        reading = None if readings is None else {head: readings[head][i] for head in READING_HEADS}
         for donor in rng.choice(options, size=min(pairs, len(options)), replace=False):
             person = donors[donor]
-            reading = None if readings is None else {head: readings[head][i] for head in READING_HEADS}
             condition = Condition() if reading is None else matching_condition(
                 reading, person, medical, size, int(rng.integers(2**31 - 1)))
             drawn = donor_swap(row, person.identity, person.camera, size)[0]
