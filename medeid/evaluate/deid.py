@@ -35,7 +35,7 @@ from medeid.evaluate.figures import (
 )
 from medeid.evaluate.grid import Grid, GridPicker
 from medeid.evaluate.medical import dice
-from medeid.evaluate.privacy import BAR_PROTOCOL, PERIOCULAR, attack_figures, references, seam_steps
+from medeid.evaluate.privacy import BAR_PROTOCOL, PERIOCULAR, attack_figures, frame_steps, references, seam_steps
 from medeid.evaluate.verification import verification_rates
 from medeid.models.deid.api import MedSemDeID
 from medeid.models.deid.baselines import BASELINES
@@ -75,7 +75,8 @@ class Judges:
         return MethodOutputs(self.embed(images), classified["disease"].argmax(1).numpy(),
                              np.array([dice(p, t) for p, t in zip(segmented, masks)], np.float64),
                              predicted_laterality=classified["laterality"].argmax(1).numpy(),
-                             bands=eye_band_bytes(images), seam=seam_steps(images))
+                             bands=eye_band_bytes(images), seam=seam_steps(images),
+                             frame=frame_steps(images))
 
 
 def photo_keys(patients: np.ndarray, images: np.ndarray) -> list[str]:

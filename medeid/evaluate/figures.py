@@ -64,6 +64,7 @@ class MethodOutputs:
     predicted_laterality: np.ndarray | None = None  # (N,) predicted laterality index
     bands: np.ndarray | None = None  # (N, rows, cols, 3) uint8 eye bands: what the attackers look at
     seam: np.ndarray | None = None  # (N, 2) colour steps across and beside the eye region's border
+    frame: np.ndarray | None = None  # (N, 2) colour steps across and inside the paste's feathered edge
     # MedSem-DeID models and the ideal swap: the photos as the adaptive attacker de-identifies them itself
     copies: np.ndarray | None = None  # (N, rows, cols, 3) eye bands under the attacker's own passwords
     # MedSem-DeID models only:
@@ -156,6 +157,7 @@ def method_figures(truth: HeldOut, original: MethodOutputs, outputs: MethodOutpu
         "laterality_accuracy_ratio": _ratio(laterality, reference.get("laterality_accuracy")) if reference else 1.0,
         "dice_ratio": _ratio(tumour_dice, reference["tumour_dice"]) if reference else 1.0,
         "seam": seam_figure(outputs.seam) if outputs.seam is not None else None,
+        "frame": seam_figure(outputs.frame) if outputs.frame is not None else None,
     }
     if outputs.psnr is None:
         return figures

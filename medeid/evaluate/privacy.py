@@ -24,6 +24,7 @@ from medeid.evaluate.attacks import (
     pixel_scores,
     top1,
 )
+from medeid.models.deid.align import PASTE_FEATHER
 from medeid.models.medical import EYE_COLUMNS, EYE_ROWS
 
 FULL_FACE, PERIOCULAR, ADAPTIVE, ADAPTIVE_COPIES, PIXEL = (
@@ -143,6 +144,27 @@ def seam_steps(images: np.ndarray) -> np.ndarray:
     outside = (across_row(top - gap) + across_row(bottom + gap) + across_column(left - gap)
                + across_column(right + gap)) / 4
     return np.stack([border, outside], 1).astype(np.float32)
+
+
+def frame_steps(images: np.ndarray, feather: float = PASTE_FEATHER, corner: float = 0.25) -> np.ndarray:
+    """(N, 2) per photo: the colour step between the crop's outermost pixels and those just inside the
+    paste's feathered edge (the photo's own pixels against the model's: a pasted square shows as a
+    frame there), and the same step one feather width further in. Read along the sides of the two top
+    corners, where a face crop shows the scene behind the head: elsewhere its hair and chin cross
+    the edge, in the originals as much as anywhere."""
+    if not len(images):
+        return np.zeros((0, 2), np.float32)
+    size = images.shape[1]
+    x = images.astype(np.float32)
+    width, span, reach = max(1, round(feather * size)), max(2, round(0.03 * size)), round(corner * size)
+
+    def strips(depth: int) -> np.ndarray:  # (N, positions, 3): `span` pixels deep, `depth` px in from the edge
+        top, right = slice(depth, depth + span), slice(size - depth - span, size - depth)
+        return np.concatenate([x[:, top, width:reach].mean(1), x[:, width:reach, top].mean(2),
+                               x[:, top, size - reach:size - width].mean(1), x[:, width:reach, right].mean(2)], 1)
+
+    edge, inside, further = strips(0), strips(width), strips(2 * width)
+    return np.stack([np.abs(inside - edge).mean((1, 2)), np.abs(further - inside).mean((1, 2))], 1).astype(np.float32)
 
 
 def seam_figure(steps: np.ndarray) -> float | None:

@@ -68,7 +68,7 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 def _methods_table(f: dict) -> list[str]:
     header = ["method", "full-face re-id %", "worst attacker re-id % (other photos)", "disease accuracy ratio",
-              "laterality ratio", "Dice ratio", "face distance", "seam", "recovery PSNR (dB)", "recovery SSIM",
+              "laterality ratio", "Dice ratio", "face distance", "seam", "frame", "recovery PSNR (dB)", "recovery SSIM",
               "wrong-password re-id %", "two-password identities differ %"]
     o, attacks = f[ORIGINAL], (f.get("privacy") or {}).get("attacks", {})
 
@@ -80,11 +80,12 @@ def _methods_table(f: dict) -> list[str]:
 
     rows = [["originals (reference)", _pct(o["reidentification_rate"]), "", _num(o["disease_accuracy_ratio"]),
              _num(o.get("laterality_accuracy_ratio")), _num(o["dice_ratio"]), _num(o.get("face_distance")),
-             _num(o.get("seam"), 2), "", "", "", ""]]
+             _num(o.get("seam"), 2), _num(o.get("frame"), 2), "", "", "", ""]]
     for name, m in f["methods"].items():
         rows.append([f"**{name}**" if name == f["main"] else name, _pct(m["reidentification_rate"]), worst_cell(name),
                      _num(m["disease_accuracy_ratio"]), _num(m.get("laterality_accuracy_ratio")), _num(m["dice_ratio"]),
-                     _num(m.get("face_distance")), _num(m.get("seam"), 2), _psnr(m), _num(m.get("recovery_ssim"), 4),
+                     _num(m.get("face_distance")), _num(m.get("seam"), 2), _num(m.get("frame"), 2), _psnr(m),
+                     _num(m.get("recovery_ssim"), 4),
                      _pct(m.get("wrong_password_reidentification_rate")), _pct(m.get("two_password_differ"))])
     return _table(header, rows)
 
@@ -164,7 +165,9 @@ def _markdown(f: dict, pictures: list[str]) -> str:
         "- **worst attacker**: the highest re-identification by any attacker of the suite below, with only the "
         "patient's other photos in the gallery; **laterality ratio**: the medical model's laterality accuracy, "
         "de-identified over originals; **seam**: the colour step across the border of the eye region over the "
-        "step beside it (the originals' own figure is the reference; a pasted band shows as more).",
+        "step beside it (the originals' own figure is the reference; a pasted band shows as more); **frame**: the "
+        "same for the crop's edge, the step from the photo's outermost pixels to those just inside the paste's "
+        "feathered edge over the step one feather further in (a pasted square shows as more).",
         "- **face distance**: Fréchet distance between the evaluator's embeddings of the method's photos and of the "
         "originals (FID's statistic on a face recogniser's features; lower: more like face photos). It tells a "
         "plausible face from a box that keeps only the eyes, which is private and medically useful but no face.",

@@ -26,6 +26,11 @@ class Canvas:
         self.ix, self.iy = ix, iy  # image coordinates, for effects tied to the camera
         self.pixel = 2.0 / size / scale  # one pixel, in face units
         self.rgb = np.zeros((size, size, 3), dtype=np.float32)
+        self.subject: np.ndarray | None = None  # coverage of what is painted after `start_subject`
+
+    def start_subject(self) -> None:
+        """From now on, record how much of each pixel the paint covers: the person in front of the scene."""
+        self.subject = np.zeros((self.size, self.size), dtype=np.float32)
 
     def coverage(self, signed_distance: np.ndarray, softness: float = 1.0) -> np.ndarray:
         """Fraction of each pixel inside a shape, from its signed distance."""
@@ -40,6 +45,8 @@ class Canvas:
         a = alpha[..., None]
         self.rgb *= 1.0 - a
         self.rgb += a * np.asarray(color, dtype=np.float32)
+        if self.subject is not None:
+            self.subject += alpha * (1.0 - self.subject)
 
     def to_uint8(self) -> np.ndarray:
         return np.clip(np.rint(self.rgb), 0, 255).astype(np.uint8)

@@ -46,6 +46,9 @@ class Rendered:
     # (5, 2) float32 pixel (x, y), pixel centres at integers (as OpenCV and insightface place them), in
     # ArcFace's order: eye centres (image left, then right), nose tip, mouth corners (image left, right).
     landmarks: np.ndarray = field(default_factory=lambda: np.full((5, 2), np.nan, np.float32))
+    # (H, W) float32 in [0, 1]: how much of each pixel is the person (hair, head, face), not the scene
+    # (wall and clothing) behind. Before the camera's blur.
+    subject: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ def render(identity: Identity, condition: Condition, nuisance: Nuisance, size: i
 
     # 1. Scene and head, back to front.
     _draw_scene(canvas, nuisance)
+    canvas.start_subject()
     _draw_hair_back(canvas, identity)
     face_sd = _draw_face(canvas, identity)
     # 2. Lower face and skin marks.
@@ -94,7 +98,7 @@ def render(identity: Identity, condition: Condition, nuisance: Nuisance, size: i
     # 5. The camera.
     image = _photograph(canvas, nuisance)
     return Rendered(image=image, lesion_mask=lesion >= 0.5,
-                    landmarks=_landmarks(identity, nuisance, eyes, shift, size))
+                    landmarks=_landmarks(identity, nuisance, eyes, shift, size), subject=canvas.subject)
 
 
 def _landmarks(identity: Identity, nuisance: Nuisance, eyes: dict, shift: float, size: int) -> np.ndarray:

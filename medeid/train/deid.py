@@ -263,7 +263,7 @@ def net_config(cfg: DeidConfig, medical: MedicalNet, donors: int) -> DeidNetConf
     return DeidNetConfig(image_size=cfg.image_size, widths=tuple(cfg.widths), key_dim=cfg.key_dim,
                          encryptor_blocks=cfg.encryptor_blocks, use_enc_med=cfg.use_enc_med,
                          medical=dataclasses.asdict(medical.config), donors=donors,
-                         donor_seed=cfg.seed if cfg.use_enc_med else None)
+                         donor_seed=cfg.seed if cfg.use_enc_med else None, bank_seed=cfg.seed)
 
 
 def train_deid(archive_root: str, models_uri: str, output_uri: str, runs_uri: str, name: str,

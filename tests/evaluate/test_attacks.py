@@ -26,11 +26,13 @@ from medeid.evaluate.privacy import (
     Probes,
     Truth,
     attack_figures,
+    frame_steps,
     privacy_bars,
     seam_figure,
     seam_steps,
 )
 from medeid.mema.generation import keep_region
+from medeid.models.deid.align import face_crop, paste_back
 from medeid.models.deid.donors import synthetic_donors
 from medeid.synth.cohort import cohort_rows, render_row
 from medeid.synth.swap import ideal_swap
@@ -128,6 +130,19 @@ def test_keeping_the_eye_band_in_a_donor_face_fails_the_periocular_bar(world):
     assert composite[PERIOCULAR]["others"] >= ideal[PERIOCULAR]["others"] + 0.15
     assert all(b["passed"] for b in privacy_bars(ideal, ideal))  # the reference passes its own bars
     assert seam_figure(seam_steps(kept)) > seam_figure(seam_steps(world["swaps"]))  # and the pasted band shows
+
+
+def test_a_face_pasted_with_its_own_backdrop_shows_a_frame(world):
+    """A donor face drawn on its own wall, pasted back into each photo under the feathered edge (the crop
+    is the whole photo here), shows the crop's square: the frame figure says so; the ideal swap, drawn in
+    the photo's own scene, is one picture."""
+    held = world["images"][world["held"]]
+    donors = np.stack(synthetic_donors(8, SIZE))
+    pasted = np.stack([paste_back(photo, donors[i % len(donors)], face_crop(photo, SIZE)[1])
+                       for i, photo in enumerate(held)])
+    originals, swaps, framed = (seam_figure(frame_steps(images)) for images in (held, world["swaps"], pasted))
+    assert framed > 1.3 * max(originals, swaps), (framed, originals, swaps)
+    assert frame_steps(np.zeros((0, SIZE, SIZE, 3), np.uint8)).shape == (0, 2)
 
 
 def test_protocols_are_validated():

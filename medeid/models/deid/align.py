@@ -19,6 +19,7 @@ from skimage.transform import SimilarityTransform
 from medeid.models.identity import central_square, centred_crop
 
 ARCFACE_SIZE = 112  # the template's frame
+PASTE_FEATHER = 0.08  # the paste's edge: blended over this fraction of the crop's side
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def face_crop(image: np.ndarray, size: int, landmarks: np.ndarray | None = None)
     return crop, FaceCrop(matrix, size)
 
 
-def feather_mask(size: int, feather: float = 0.08) -> np.ndarray:
+def feather_mask(size: int, feather: float = PASTE_FEATHER) -> np.ndarray:
     """1 inside the crop, falling to 0 at its edge over `feather` of its side (float32)."""
     width = max(1, round(feather * size))
     ramp = np.minimum(np.arange(size) + 0.5, size - np.arange(size) - 0.5) / width
@@ -73,7 +74,7 @@ def _warp(array: np.ndarray, matrix: np.ndarray, box: tuple[slice, slice]) -> np
     return cv2.warpAffine(array, matrix, size, flags=cv2.INTER_LINEAR)
 
 
-def paste_weight(shape: tuple[int, ...], where: FaceCrop, feather: float = 0.08) -> np.ndarray:
+def paste_weight(shape: tuple[int, ...], where: FaceCrop, feather: float = PASTE_FEATHER) -> np.ndarray:
     """How much of the crop each photo pixel takes when pasted back, float32 (H, W): 0 outside the face,
     1 where the crop replaces the photo outright."""
     weight = np.zeros(shape[:2], np.float32)
@@ -84,7 +85,7 @@ def paste_weight(shape: tuple[int, ...], where: FaceCrop, feather: float = 0.08)
     return weight
 
 
-def paste_back(image: np.ndarray, crop: np.ndarray, where: FaceCrop, feather: float = 0.08) -> np.ndarray:
+def paste_back(image: np.ndarray, crop: np.ndarray, where: FaceCrop, feather: float = PASTE_FEATHER) -> np.ndarray:
     """`image` with `crop` (the model's output for `where`) put back; untouched outside the face."""
     if crop.shape[:2] != (where.size, where.size):
         raise ValueError(f"the crop is {crop.shape[:2]}, but {where.size} x {where.size} was cut")

@@ -22,19 +22,20 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from medeid import storage
 from medeid.codecs import sha256
 from medeid.models.deid import payload
-from medeid.models.deid.align import FaceCrop, face_crop, paste_back, paste_weight
-from medeid.models.deid.donors import READING_HEADS, bank_donor, matching_condition
-from medeid.models.deid.model import MedSemDeIDNet
+from medeid.models.deid.align import PASTE_FEATHER, FaceCrop, face_crop, paste_back, paste_weight
+from medeid.models.deid.donors import READING_HEADS, bank_donor, donor_subject, matching_condition
+from medeid.models.deid.model import MedSemDeIDNet, pose_grid
+from medeid.models.deid.scene import match_scene
 from medeid.models.folder import WEIGHTS_FILE
 from medeid.passwords import ModelKey, Secret, derive_model_key
 from medeid.synth.conditions import Condition
 from medeid.threads import thread_map
 
-FEATHER = 0.08
 RECOVERED, WRONG_PASSWORD, NO_RECOVERY_DATA = "recovered", "wrong password", "no recovery data"
 
 Password = Secret | str | bytes
@@ -74,7 +75,7 @@ def _keys(password: Password | Sequence[Password], n: int, dim: int) -> list[Mod
 
 def _footprint(shape: tuple[int, ...], where: FaceCrop) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]]:
     """Pixels the crop changes, pixels it replaces outright (which carry the seal), and their box."""
-    weight = paste_weight(shape, where, FEATHER)
+    weight = paste_weight(shape, where, PASTE_FEATHER)
     changed, carrier = weight > 0, weight >= 1.0 - 1e-6
     rows, cols = np.nonzero(changed)
     if not carrier.any():
@@ -114,8 +115,23 @@ class MedSemDeID:
         choices = self.net.donor_choices(pixels)
         donors = torch.stack([row[donor_choice(k, len(row))] for row, k in zip(choices, keys)])
         reading = self.net.medical_reading(x)  # once: it picks the donor's findings and feeds the network
-        y = self.net(x, vectors, self.donor_faces(reading, donors, keys), reading=reading)["y"]
+        out = self.net(x, vectors, self.donor_faces(reading, donors, keys), reading=reading)
+        y = out["y"]
+        subject = self.donor_subjects(donors, out["pose"])
+        if subject is not None:  # the scene around the new head in the photo's colours: no frame
+            y = match_scene(y.clamp(-1, 1), x, subject)
         return ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+    def donor_subjects(self, donors: torch.Tensor, pose: torch.Tensor) -> torch.Tensor | None:
+        """Where each donor's head is in the output, (N, 1, R, R) in [0, 1]: their frontal face's
+        `donor_subject` put in the pose the network read. None when the bank's seed is unknown."""
+        config = self.net.config
+        seed = config.donor_seed if config.donor_seed is not None else config.bank_seed
+        if seed is None:
+            return None
+        frontal = torch.from_numpy(np.stack([donor_subject(d, seed, self.resolution) for d in donors.tolist()]))
+        return F.grid_sample(frontal[:, None].to(pose), pose_grid(pose, self.resolution), padding_mode="border",
+                             align_corners=False)
 
     def donor_faces(self, reading: dict[str, torch.Tensor] | None, donors: torch.Tensor,
                     keys: list[ModelKey]) -> torch.Tensor:
@@ -147,7 +163,7 @@ class MedSemDeID:
         out = []
         for image, crop, where, key in zip(images, self.deidentify_crops(crops, keys), places, keys):
             changed, carrier, box = _footprint(image.shape, where)
-            photo = paste_back(image, crop, where, FEATHER)
+            photo = paste_back(image, crop, where, PASTE_FEATHER)
             values = photo[carrier].reshape(-1)
             sealed, _ = payload.seal(image[box], key.cipher_key, payload.capacity(len(values)))
             photo[carrier] = payload.embed(values, sealed).reshape(-1, 3)
@@ -186,7 +202,7 @@ class MedSemDeID:
 
             cut = thread_map(cut_and_seal, todo)  # sealing is PNG coding and AES: per photo, in parallel
             replaced = self.deidentify_crops(np.stack([crop for crop, _, _ in cut]), [keys[i] for i in todo])
-            pasted = thread_map(lambda j: paste_back(photos[todo[j]], replaced[j], cut[j][1], FEATHER),
+            pasted = thread_map(lambda j: paste_back(photos[todo[j]], replaced[j], cut[j][1], PASTE_FEATHER),
                                 range(len(todo)))
             for j, i in enumerate(todo):
                 seals[i].append(cut[j][2])

@@ -67,6 +67,14 @@ def bank_donor(index: int, seed: int) -> SyntheticDonor:
     return synthetic_donor(index, seed)
 
 
+@functools.lru_cache(maxsize=4096)
+def donor_subject(index: int, seed: int, size: int) -> np.ndarray:
+    """Where donor `index` of the bank drawn with `seed` is in their frontal face: float32 (size, size)
+    in [0, 1], 0 on their wall and clothing (`medeid.models.deid.scene`). The same for any condition."""
+    person = bank_donor(index, seed)
+    return render(person.identity, Condition(), person.camera, size).subject
+
+
 def synthetic_donors(count: int, size: int, seed: int = 0) -> list[np.ndarray]:
     return [synthetic_donor(i, seed).face(size) for i in range(count)]
 

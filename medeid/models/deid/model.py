@@ -75,6 +75,9 @@ class DeidNetConfig:
     # The donors are `synthetic_donor(i, donor_seed)`: drawn again with the condition Enc_med reads on
     # each photo (`MedSemDeID`). None: the bank's healthy faces, as they are.
     donor_seed: int | None = None
+    # The seed the bank was drawn with (`synthetic_donor(i, bank_seed)`), so inference knows where each
+    # donor's head is (`medeid.models.deid.scene`). None: a bank of unknown faces, left as drawn.
+    bank_seed: int | None = None
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
