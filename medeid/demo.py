@@ -8,7 +8,8 @@ detector and the archive job over a hospital archive of files (every format and 
 trouble), under an archive secret made for the run and kept in a private temporary file, in the
 job's default recovery mode (`separate`: the seals in `<shared>-recovery/`, not in the files), then
 the serving endpoint, deployed on the cluster and called over HTTP, which also restores the archive's
-copies by key with the recovery data from that store. Then it
+copies by key with the recovery data from that store; then the same archive job on real photographs
+(`medeid/realfaces.py`) with the real detector, each face checked by a real recogniser. Then it
 copies what a person looks at to a local folder (the S3 server keeps data in memory only) and
 stops everything, also on failure.
 
@@ -35,6 +36,8 @@ SHARED = f"{HOSPITAL}-anonymized"  # the copy a hospital would share; its manife
 SECRET_FILE = "<secret file>"  # replaced by the run's private secret file
 TOKEN_FILE, SERVE_PORT = "<token file>", "<serve port>"  # the run's recovery token file; a free port
 SERVE_CHECK = f"{DEMO_BUCKET}/serve-check"
+REAL = f"{DEMO_BUCKET}/real-photos"  # medeid/realfaces.py's check set: real portraits, composed as clinics take them
+REAL_SHARED, REAL_CHECK = f"{REAL}-anonymized", f"{REAL}-check"
 
 ABLATION_EPOCHS = 3  # of MedSem-DeID's 6 (`DeidConfig.epochs`)
 DETECTOR_EPOCHS = 10  # of the preset's 20: held-out recall 0.99 at 10 epochs; the demo's archive needs no more
@@ -69,6 +72,14 @@ STEPS = [  # (what, entrypoint)
                                             "--photos", HOSPITAL, "--shared", SHARED, "--output", SERVE_CHECK,
                                             "--secret-file", SECRET_FILE, "--token-file", TOKEN_FILE,
                                             "--port", SERVE_PORT]),
+    # Real photographs: the same job with the real detector (CenterFace), each real face then checked
+    # against its copy by a recogniser the project never trains against (dlib's ResNet).
+    ("real photographs", ["jobs/make_real_photos.py", "--output", REAL]),
+    ("real photographs anonymized (CenterFace)", ["jobs/anonymize_archive.py", "--input", REAL, "--output",
+                                                 REAL_SHARED, "--model", DEID, "--detector", "centerface",
+                                                 "--secret-file", SECRET_FILE]),
+    ("real photographs checked by a real recogniser", ["jobs/check_real_photos.py", "--photos", REAL,
+                                                       "--shared", REAL_SHARED, "--output", REAL_CHECK]),
 ]
 # What people look at, copied out of the S3 server. Real-patient embeddings (mema/private) stay in.
 LOOK_AT = [("archive/contact_sheet.png", "archive"), ("archive/samples.png", "archive"),
@@ -76,6 +87,7 @@ LOOK_AT = [("archive/contact_sheet.png", "archive"), ("archive/samples.png", "ar
            ("mema/run.json", "mema"), ("models/deid/samples.png", "deid"), ("evaluation", "evaluation"),
            ("hospital-files-anonymized-report", "archive-job/report"),
            ("hospital-files-anonymized-manifest", "archive-job/manifest"), ("serve-check", "serve"),
+           ("real-photos-check", "real-photos"), ("real-photos-anonymized-report", "real-photos/archive-job"),
            # The trained models, so a user can anonymize their own folder right after (README).
            *((f"models/{name}", f"models/{name}")
              for name in ("deid", "detector", "recognizer", "evaluator", "medical"))]
@@ -121,6 +133,8 @@ def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
           "the archive job's report: reconciliation, quarantine, before/after")
     print(f"[demo]   {local / 'serve' / 'serve-check.png'}     "
           "the serving endpoint over HTTP: sent / de-identified / recovered")
+    print(f"[demo]   {local / 'real-photos' / 'report.md'}     "
+          "real photographs through the archive job, checked by a real recogniser")
     print(f"[demo]   {local / 'deid' / 'samples.png'}             "
           "original / de-identified / recovered / wrong password")
     print(f"[demo]   {local / 'mema' / 'card' / 'README.md'}   the MeMa dataset card: bars, privacy audit, pictures")
