@@ -101,6 +101,23 @@ def render(identity: Identity, condition: Condition, nuisance: Nuisance, size: i
                     landmarks=_landmarks(identity, nuisance, eyes, shift, size), subject=canvas.subject)
 
 
+def crop_template(count: int = 64, seed: int = 0) -> np.ndarray:
+    """(5, 2) float64: where the five landmarks sit in this world's photos, as fractions of the side,
+    averaged over `count` people facing the camera. A model that learnt on these photos crops a face
+    found in any other photo so that its landmarks land here (`medeid.models.deid.align.face_crop`):
+    ArcFace's tight template would zoom in ~1.2x and leave the head's outline, hair and jaw, outside
+    the crop."""
+    from medeid.synth.identity import SEXES, sample_identity
+
+    rng, side = np.random.default_rng(seed), 1000
+    marks = []
+    for i in range(count):
+        person = sample_identity(rng, int(rng.integers(20, 80)), SEXES[i % len(SEXES)])
+        eyes = {eye: _eye_frame(person, Condition(), Nuisance(), eye, 0.0) for eye in SIDES}
+        marks.append((_landmarks(person, Nuisance(), eyes, 0.0, side) + 0.5) / side)
+    return np.mean(marks, axis=0)
+
+
 def _landmarks(identity: Identity, nuisance: Nuisance, eyes: dict, shift: float, size: int) -> np.ndarray:
     """The five ArcFace landmarks in image pixels: the features' face coordinates through the camera.
 

@@ -59,6 +59,7 @@ from medeid.pipelines.synthetic_archive import METADATA, read_metadata
 from medeid.synth.cohort import photo_nuisance
 from medeid.synth.conditions import Condition
 from medeid.synth.contact_sheet import image_grid
+from medeid.synth.render import crop_template
 from medeid.synth.swap import donor_swap
 from medeid.train.data import archive_dataset, load_photos, patient_ids_by_split, split_of
 from medeid.train.harness import read_state, run_training, train_epochs
@@ -263,7 +264,9 @@ def net_config(cfg: DeidConfig, medical: MedicalNet, donors: int) -> DeidNetConf
     return DeidNetConfig(image_size=cfg.image_size, widths=tuple(cfg.widths), key_dim=cfg.key_dim,
                          encryptor_blocks=cfg.encryptor_blocks, use_enc_med=cfg.use_enc_med,
                          medical=dataclasses.asdict(medical.config), donors=donors,
-                         donor_seed=cfg.seed if cfg.use_enc_med else None, bank_seed=cfg.seed)
+                         donor_seed=cfg.seed if cfg.use_enc_med else None, bank_seed=cfg.seed,
+                         # It learns on the synthetic archive's central squares: detected faces get that framing.
+                         crop_template=tuple(crop_template().ravel().round(4).tolist()))
 
 
 def train_deid(archive_root: str, models_uri: str, output_uri: str, runs_uri: str, name: str,

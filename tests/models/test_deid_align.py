@@ -58,3 +58,19 @@ def test_the_feather_is_whole_inside_and_fades_at_the_edge():
     mask = feather_mask(64, 0.1)
     assert mask[32, 32] == 1.0 and mask[0, 32] < 0.2 and mask[0, 0] < mask[0, 32]
     assert np.allclose(mask, mask.T) and np.allclose(mask, mask[::-1, ::-1])
+
+
+def test_with_a_template_the_landmarks_land_where_the_model_learnt_them():
+    """This world's framing is looser than ArcFace's: the same face's crop takes in more of the head."""
+    from medeid.synth.render import crop_template
+
+    template = crop_template()
+    image = photo(200, 240, seed=2)
+    landmarks = arcface_dst * 1.5 + np.array([30.0, 20.0])
+    _, own = face_crop(image, 128, landmarks, template)
+    mapped = np.c_[landmarks, np.ones(5)] @ own.matrix.T
+    assert np.abs(mapped - template * 128).max() < 6, "a similarity fit: close to the template, not on it"
+    _, tight = face_crop(image, 128, landmarks)
+    # A smaller scale from photo to crop: the crop spans more of the photo.
+    assert np.linalg.det(own.matrix[:, :2]) < 0.9 * np.linalg.det(tight.matrix[:, :2])
+    assert footprint(own, image.shape).sum() > 1.2 * footprint(tight, image.shape).sum()

@@ -1,6 +1,7 @@
 """The inference API: de-identify, recover with the right password, refuse a wrong one, and leave
 every pixel outside the face as it was."""
 
+import json
 from dataclasses import asdict
 
 import numpy as np
@@ -91,6 +92,28 @@ def test_pixels_outside_the_face_are_the_photos_own_bit_for_bit(model):
     assert outside.mean() > 0.5
     np.testing.assert_array_equal(anonymized[outside], big[outside])
     assert psnr(model.recover([anonymized], "pw", landmarks=[landmarks]).images[0], big) >= 30
+
+
+def test_a_detected_face_is_cropped_to_the_framing_the_model_learnt_on(model, tmp_path):
+    """The template travels with the saved model; crops, pastes, seals and recovery all follow it."""
+    from medeid.synth.render import crop_template
+
+    model.net.save(tmp_path / "deid")
+    config = (tmp_path / "deid" / "config.json")
+    values = json.loads(config.read_text())
+    values["crop_template"] = crop_template().ravel().tolist()
+    config.write_text(json.dumps(values))
+    framed = MedSemDeID.from_uri(str(tmp_path / "deid"))
+    big = photo(200, 220, seed=5)
+    landmarks = arcface_dst * 1.2 + np.array([40.0, 50.0])
+    out, seals = framed.deidentify_faces(big, "pw", [landmarks])
+    own = paste_weight(big.shape, face_crop(big, SIZE, landmarks, framed.template)[1]) > 0
+    arcface = paste_weight(big.shape, face_crop(big, SIZE, landmarks)[1]) > 0
+    np.testing.assert_array_equal(out[~own], big[~own])
+    assert (out[own & ~arcface] != big[own & ~arcface]).any(), "it replaced more than ArcFace's crop"
+    restored, status = framed.recover_faces(out, "pw", seals)
+    assert status == RECOVERED
+    np.testing.assert_array_equal(restored, big)
 
 
 def test_before_any_training_the_face_is_the_keys_donor_eyes_included(model):

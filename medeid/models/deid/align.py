@@ -1,7 +1,8 @@
 """The face crop MedSem-DeID works on, and the paste back into the photo.
 
-With five landmarks (a detector's eyes, nose and mouth corners) the crop is ArcFace's aligned
-face, scaled to the model's resolution; without them (the synthetic archive's framed faces) it is
+With five landmarks (a detector's eyes, nose and mouth corners) the face is aligned to where the
+model's own training crops hold them (its `crop_template`; ArcFace's template for models without one),
+at the model's resolution; without them (the synthetic archive's framed faces) it is
 the photo's central square. The model's output goes back through the inverse transform under a
 mask feathered inwards from the crop's edge, so every pixel outside the face crop is the photo's own,
 bit for bit, and the seam inside it is invisible.
@@ -30,8 +31,11 @@ class FaceCrop:
     size: int
 
 
-def face_crop(image: np.ndarray, size: int, landmarks: np.ndarray | None = None) -> tuple[np.ndarray, FaceCrop]:
-    """The (size, size) face crop of an RGB photo, and how to put it back."""
+def face_crop(image: np.ndarray, size: int, landmarks: np.ndarray | None = None,
+              template: np.ndarray | None = None) -> tuple[np.ndarray, FaceCrop]:
+    """The (size, size) face crop of an RGB photo, and how to put it back. With `landmarks`, the face is
+    aligned to `template` ((5, 2) fractions of the side: where the model's training crops hold them)
+    or, without one, to ArcFace's."""
     if landmarks is None:  # the same crop the recognisers embed
         top, left, side = central_square(*image.shape[:2])
         scale = size / side
@@ -40,7 +44,8 @@ def face_crop(image: np.ndarray, size: int, landmarks: np.ndarray | None = None)
     landmarks = np.asarray(landmarks, np.float64)
     if landmarks.shape != (5, 2):
         raise ValueError(f"expected 5 (x, y) landmarks, got an array of shape {landmarks.shape}")
-    matrix = SimilarityTransform.from_estimate(landmarks, arcface_dst * (size / ARCFACE_SIZE)).params[:2]
+    target = arcface_dst / ARCFACE_SIZE if template is None else np.asarray(template, np.float64).reshape(5, 2)
+    matrix = SimilarityTransform.from_estimate(landmarks, target * size).params[:2]
     crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     return crop, FaceCrop(matrix, size)
 

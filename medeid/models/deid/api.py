@@ -91,6 +91,7 @@ class MedSemDeID:
         self.device = device
         self.version = version
         self.resolution = net.config.image_size
+        self.template = None if net.config.crop_template is None else np.asarray(net.config.crop_template)
 
     @classmethod
     def from_uri(cls, uri: str, settings: storage.S3Settings | None = None, device: str = "cpu") -> "MedSemDeID":
@@ -103,7 +104,8 @@ class MedSemDeID:
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"photo {i}: expected uint8 RGB (H, W, 3), got {image.dtype} {image.shape}")
         landmarks = [None] * len(images) if landmarks is None else landmarks
-        cut = [face_crop(image, self.resolution, marks) for image, marks in zip(images, landmarks, strict=True)]
+        cut = [face_crop(image, self.resolution, marks, self.template)
+               for image, marks in zip(images, landmarks, strict=True)]
         return np.stack([c for c, _ in cut]), [w for _, w in cut]
 
     @torch.no_grad()
@@ -195,7 +197,7 @@ class MedSemDeID:
 
             def cut_and_seal(i: int) -> tuple[np.ndarray, FaceCrop, bytes]:
                 marks = faces[i][round_]
-                crop, where = face_crop(photos[i], self.resolution, marks)
+                crop, where = face_crop(photos[i], self.resolution, marks, self.template)
                 _, _, box = _footprint(photos[i].shape, where)
                 return crop, where, payload.seal_face(photos[i][box], (box[0].start, box[1].start), marks,
                                                       keys[i].cipher_key)
@@ -218,7 +220,7 @@ class MedSemDeID:
                 original, (row, col), marks = payload.unseal_face(sealed, key.cipher_key)
             except payload.WrongPassword:
                 return image, WRONG_PASSWORD
-            changed, _, box = _footprint(photo.shape, face_crop(photo, self.resolution, marks)[1])
+            changed, _, box = _footprint(photo.shape, face_crop(photo, self.resolution, marks, self.template)[1])
             if (box[0].start, box[1].start) != (row, col) or original.shape[:2] != changed[box].shape:
                 raise ValueError("the recovery data does not fit this photo (another photo, or resized)")
             photo[box][changed[box]] = original[changed[box]]

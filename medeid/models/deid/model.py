@@ -78,6 +78,10 @@ class DeidNetConfig:
     # The seed the bank was drawn with (`synthetic_donor(i, bank_seed)`), so inference knows where each
     # donor's head is (`medeid.models.deid.scene`). None: a bank of unknown faces, left as drawn.
     bank_seed: int | None = None
+    # Where a face's five landmarks sit in the crops the model learnt on, as fractions of the side
+    # (10 numbers, x y per landmark; `medeid.synth.render.crop_template`): a face found by a detector
+    # is cropped to that framing. None: ArcFace's template (tighter than this world's photos).
+    crop_template: tuple[float, ...] | None = None
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
