@@ -14,30 +14,14 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from medeid.synth.canvas import Canvas, ellipse_sd, mix, span_sd, stroke_sd
-from medeid.synth.conditions import (
-    CONJUNCTIVAL_REDNESS,
-    PERIOCULAR_TUMOUR,
-    PTOSIS,
-    STRABISMUS,
-    THYROID_EYE_DISEASE,
-    Condition,
-)
+from medeid.synth.conditions import PERIOCULAR_TUMOUR, Condition
+from medeid.synth.eyes import draw_brow, draw_eye, draw_tumour, eye_frame, hair_colour
 from medeid.synth.identity import Identity
 from medeid.synth.nuisance import Nuisance
 
 MIN_SIZE, MAX_SIZE = 64, 256
 FRAMING = 1.25  # a clinical close-up: the face fills the frame, crown and chin at the edges
 SIDES = ("right", "left")  # the patient's sides; their right eye is on the image's left
-
-SCLERA = (236, 232, 226)
-INFLAMED = (214, 84, 80)
-LID_MARGIN = (38, 28, 28)
-PUPIL = (18, 16, 18)
-LESION = (226, 176, 168)
-LESION_RIM = (244, 218, 210)
-CRUST = (122, 54, 44)
-VESSEL = (186, 52, 56)
-
 
 @dataclass(frozen=True)
 class Rendered:
@@ -51,20 +35,6 @@ class Rendered:
     subject: np.ndarray | None = None
 
 
-@dataclass(frozen=True)
-class _EyeFrame:
-    """Where one eye sits and how open it is, with the condition applied."""
-
-    sign: int  # -1 on the image's left (the patient's right)
-    cx: float
-    cy: float
-    open_up: float
-    open_down: float
-    iris_radius: float
-    iris_shift: float  # along the outward axis
-    crease: float
-
-
 def render(identity: Identity, condition: Condition, nuisance: Nuisance, size: int = 128) -> Rendered:
     """Render one photo at `size` x `size` pixels (64 to 256)."""
     if not MIN_SIZE <= size <= MAX_SIZE:
@@ -72,7 +42,7 @@ def render(identity: Identity, condition: Condition, nuisance: Nuisance, size: i
     canvas = Canvas(size, nuisance.rotation, FRAMING * nuisance.scale, (nuisance.shift_x, nuisance.shift_y))
     # Turning the head slides the inner features sideways against the face outline.
     shift = 0.07 * nuisance.yaw
-    eyes = {side: _eye_frame(identity, condition, nuisance, side, shift) for side in SIDES}
+    eyes = {side: eye_frame(identity, condition, nuisance, side, shift) for side in SIDES}
 
     # 1. Scene and head, back to front.
     _draw_scene(canvas, nuisance)
@@ -87,14 +57,14 @@ def render(identity: Identity, condition: Condition, nuisance: Nuisance, size: i
     _draw_wrinkles(canvas, identity, eyes, shift)
     # 3. Eyes and brows, where identity and disease overlap.
     for side in SIDES:
-        _draw_eye(canvas, identity, condition, eyes[side], side)
-        _draw_brow(canvas, identity, eyes[side])
+        draw_eye(canvas, identity, condition, eyes[side], side)
+        draw_brow(canvas, identity, eyes[side])
     _draw_hair_front(canvas, identity, face_sd)
     # 4. The lesion last, so its coverage is its mask.
     lesion = np.zeros((size, size), dtype=np.float32)
     if condition.disease == PERIOCULAR_TUMOUR:
         side = "right" if condition.affects("right") else "left"
-        lesion = _draw_tumour(canvas, identity, condition, eyes[side])
+        lesion = draw_tumour(canvas, identity, condition, eyes[side])
     # 5. The camera.
     image = _photograph(canvas, nuisance)
     return Rendered(image=image, lesion_mask=lesion >= 0.5,
@@ -113,7 +83,7 @@ def crop_template(count: int = 64, seed: int = 0) -> np.ndarray:
     marks = []
     for i in range(count):
         person = sample_identity(rng, int(rng.integers(20, 80)), SEXES[i % len(SEXES)])
-        eyes = {eye: _eye_frame(person, Condition(), Nuisance(), eye, 0.0) for eye in SIDES}
+        eyes = {eye: eye_frame(person, Condition(), Nuisance(), eye, 0.0) for eye in SIDES}
         marks.append((_landmarks(person, Nuisance(), eyes, 0.0, side) + 0.5) / side)
     return np.mean(marks, axis=0)
 
@@ -139,14 +109,6 @@ def _landmarks(identity: Identity, nuisance: Nuisance, eyes: dict, shift: float,
     return np.stack([(ix + 1) * size / 2 - 0.5, (iy + 1) * size / 2 - 0.5], axis=1).astype(np.float32)
 
 
-def _grey(identity: Identity) -> float:
-    return float(np.clip((identity.age - 45) / 35, 0.0, 1.0)) * 0.75
-
-
-def _hair_colour(identity: Identity):
-    return mix(identity.hair, (205, 205, 200), _grey(identity))
-
-
 def _draw_scene(canvas: Canvas, nuisance: Nuisance) -> None:
     t = np.clip((canvas.iy + 1) / 2, 0, 1)[..., None]
     canvas.rgb[:] = mix(nuisance.background_top, nuisance.background_bottom, t)
@@ -162,7 +124,7 @@ def _draw_hair_back(canvas: Canvas, identity: Identity) -> None:
     bottom = identity.face_height * 0.5 + identity.hair_length
     fall = np.maximum(np.abs(x) - width * 0.96, np.maximum(-0.1 - y, y - bottom))
     hair = np.minimum(crown, fall)
-    canvas.paint(canvas.coverage(hair), _hair_colour(identity))
+    canvas.paint(canvas.coverage(hair), hair_colour(identity))
     ears = [ellipse_sd(x, y, s * identity.face_width * 0.97, identity.eye_y + 0.1, 0.06, 0.11) for s in (-1, 1)]
     canvas.paint(canvas.coverage(np.minimum(*ears)), mix(identity.skin, (0, 0, 0), 0.1))
 
@@ -194,7 +156,7 @@ def _draw_beard(canvas: Canvas, identity: Identity, face_sd, shift: float) -> No
     region = np.maximum(face_sd, top - y)
     lips = ellipse_sd(x, y, shift, identity.mouth_y, identity.mouth_width * 1.05, identity.lip_thickness * 1.6)
     region = np.maximum(region, -lips)
-    canvas.paint(canvas.soft(region, 0.08) * identity.beard * 0.55, mix(_hair_colour(identity), (0, 0, 0), 0.15))
+    canvas.paint(canvas.soft(region, 0.08) * identity.beard * 0.55, mix(hair_colour(identity), (0, 0, 0), 0.15))
 
 
 def _draw_moles(canvas: Canvas, identity: Identity, face_sd) -> None:
@@ -253,149 +215,11 @@ def _draw_wrinkles(canvas: Canvas, identity: Identity, eyes: dict, shift: float)
     canvas.paint(canvas.coverage(np.minimum.reduce(lines)) * 0.55 * strength, colour)
 
 
-def _eye_frame(identity: Identity, condition: Condition, nuisance: Nuisance, side: str, shift: float) -> _EyeFrame:
-    sign = -1 if side == "right" else 1
-    open_up = identity.eye_open * nuisance.eye_openness
-    open_down = identity.eye_lower
-    iris_radius = identity.iris_radius
-    iris_shift = sign * nuisance.gaze_x * identity.iris_radius
-    crease = 0.022
-    if condition.affects(side):
-        level = condition.severity
-        if condition.disease == PTOSIS:
-            open_up *= (0.56, 0.4, 0.25)[level - 1]  # mild still sits below the smallest healthy lid
-            crease *= 1.0 + 0.5 * level  # a high, faint crease over a drooping lid
-        elif condition.disease == THYROID_EYE_DISEASE:
-            open_up = identity.iris_radius * (1.12 + 0.14 * level)  # sclera shows above the iris
-            open_down *= 1.0 + 0.22 * level
-            iris_radius *= 1.0 + 0.04 * level
-        elif condition.disease == STRABISMUS:
-            deviation = (0.45, 0.75, 1.05)[level - 1] * identity.iris_radius
-            iris_shift += deviation if condition.variant == "exotropia" else -deviation
-    return _EyeFrame(sign=sign, cx=sign * identity.eye_spacing + shift, cy=identity.eye_y, open_up=open_up,
-                     open_down=open_down, iris_radius=iris_radius, iris_shift=iris_shift, crease=crease)
-
-
-def _eye_coords(canvas: Canvas, identity: Identity, eye: _EyeFrame):
-    """(u, v): u along the eye outwards from its centre, v down, tilted with the canthi."""
-    u = eye.sign * (canvas.x - eye.cx)
-    v = (canvas.y - eye.cy) + np.tan(identity.canthal_tilt) * u
-    return u, v
-
-
-def _draw_eye(canvas: Canvas, identity: Identity, condition: Condition, eye: _EyeFrame, side: str) -> None:
-    u, v = _eye_coords(canvas, identity, eye)
-    width = identity.eye_width
-    t2 = np.clip((u / width) ** 2, 0, 1)
-    upper, lower = -eye.open_up * (1 - t2), eye.open_down * (1 - t2)
-    affected = condition.affects(side)
-    level = condition.severity if affected else 0
-
-    # Socket shadow, and for active thyroid eye disease a swollen, reddened lid.
-    socket = ellipse_sd(u, v, 0.0, -0.012, width * 1.45, eye.open_up + eye.open_down + 0.05)
-    canvas.paint(canvas.soft(socket, 0.06) * identity.socket_depth, mix(identity.skin, (60, 30, 30), 0.5))
-    if condition.disease == THYROID_EYE_DISEASE and level >= 2:
-        swelling = np.minimum(ellipse_sd(u, v, 0.0, -eye.open_up - 0.03, width * 1.1, 0.035),
-                              ellipse_sd(u, v, 0.0, eye.open_down + 0.03, width * 1.0, 0.03))
-        canvas.paint(canvas.soft(swelling, 0.03) * (0.2 * level), mix(identity.skin, (230, 120, 120), 0.5))
-    # Lid crease above the opening.
-    crease = np.maximum(stroke_sd(v - (upper - eye.crease), 0.003), np.abs(u) - width * 0.85)
-    canvas.paint(canvas.soft(crease, 0.01) * (0.45 if condition.disease != PTOSIS or not affected else 0.2),
-                 mix(identity.skin, (0, 0, 0), 0.35))
-
-    # The opening: sclera, iris and pupil, clipped to it.
-    opening = np.maximum(np.maximum(upper - v, v - lower), np.abs(u) - width)
-    inside = canvas.coverage(opening)
-    sclera = np.broadcast_to(np.asarray(SCLERA, np.float32), canvas.rgb.shape).copy()
-    sclera *= (1 - 0.22 * t2)[..., None]  # corners in shadow
-    if condition.disease == CONJUNCTIVAL_REDNESS and affected:
-        sclera = mix(sclera, INFLAMED, (0.2 + 0.16 * level) * (0.6 + 0.4 * t2[..., None]))
-    canvas.paint(inside, sclera)
-    if condition.disease == CONJUNCTIVAL_REDNESS and affected:
-        canvas.paint(inside * _vessels(canvas, u, v, width, condition.pattern_seed + eye.sign) * (0.35 + 0.2 * level),
-                     VESSEL)
-    iris = ellipse_sd(u, v, eye.iris_shift, 0.002, eye.iris_radius, eye.iris_radius)
-    r = np.clip(np.hypot(u - eye.iris_shift, v - 0.002) / eye.iris_radius, 0, 1)
-    angle = np.arctan2(v, u - eye.iris_shift)
-    texture = 1 + 0.1 * np.cos(14 * angle) * r - 0.45 * np.clip(r - 0.78, 0, 1) / 0.22
-    canvas.paint(canvas.coverage(iris) * inside, np.asarray(identity.iris, np.float32) * texture[..., None])
-    pupil = ellipse_sd(u, v, eye.iris_shift, 0.002, eye.iris_radius * 0.42, eye.iris_radius * 0.42)
-    canvas.paint(canvas.coverage(pupil) * inside, PUPIL)
-    glint = ellipse_sd(canvas.x, canvas.y, eye.cx + eye.sign * eye.iris_shift - 0.3 * eye.iris_radius,
-                       eye.cy - 0.35 * eye.iris_radius, 0.13 * eye.iris_radius, 0.13 * eye.iris_radius)
-    canvas.paint(canvas.coverage(glint) * inside * 0.9, (255, 255, 255))
-    lash_shadow = np.clip(1 - (v - upper) / (0.5 * eye.open_up + 1e-6), 0, 1)
-    canvas.paint(inside * lash_shadow * 0.35, (40, 30, 30))
-
-    # Lid margins: lashes on the upper lid, a faint line below.
-    upper_margin = np.maximum(stroke_sd(v - upper, 0.005 + 0.004 * np.clip(u / width, 0, 1)), np.abs(u) - width * 1.05)
-    canvas.paint(canvas.coverage(upper_margin), LID_MARGIN)
-    lower_margin = np.maximum(stroke_sd(v - lower, 0.0025), np.abs(u) - width)
-    canvas.paint(canvas.coverage(lower_margin) * 0.5, mix(identity.skin, (0, 0, 0), 0.35))
-
-
-def _vessels(canvas: Canvas, u, v, width: float, seed: int) -> np.ndarray:
-    """Thin wavy vessels running in from the corners of the eye."""
-    rng = np.random.default_rng(abs(seed))
-    vessels = np.full(u.shape, np.inf, dtype=np.float32)
-    for _ in range(6):
-        corner = rng.choice([-1.0, 1.0]) * width
-        slope, amplitude, frequency = rng.uniform(-0.35, 0.35), rng.uniform(0.002, 0.006), rng.uniform(60, 140)
-        wave = v - (slope * (u - corner) + amplitude * np.sin(frequency * u))
-        along = span_sd(np.abs(u - corner), 0.0, rng.uniform(0.4, 0.8) * width)
-        vessels = np.minimum(vessels, np.maximum(stroke_sd(wave, 0.0025), along))
-    return canvas.coverage(vessels, softness=1.5)
-
-
-def _draw_brow(canvas: Canvas, identity: Identity, eye: _EyeFrame) -> None:
-    u, v = _eye_coords(canvas, identity, eye)
-    width = identity.eye_width
-    s = (u + width * 1.1) / (width * 2.5)  # 0 at the inner end, 1 at the tail
-    centre = -identity.brow_height - identity.brow_arch * (1 - (2 * s - 1.2) ** 2) + identity.brow_slant * (u - 0.0) * 0.3
-    half = identity.brow_thickness * (1 - 0.55 * np.clip(s, 0, 1))
-    brow = np.maximum(stroke_sd(v - centre, half), span_sd(s, 0.0, 1.0) * width * 2.5)
-    canvas.paint(canvas.coverage(brow) * 0.85, mix(_hair_colour(identity), identity.skin, 0.15))
-
-
 def _draw_hair_front(canvas: Canvas, identity: Identity, face_sd) -> None:
     x, y = canvas.x, canvas.y
     hairline = identity.hairline + 0.45 * x**2 + 0.06 * np.tanh(8 * (x - identity.hair_part)) * 0.5
     fringe = np.maximum(y - hairline, face_sd - 0.02)
-    canvas.paint(canvas.coverage(fringe), _hair_colour(identity))
-
-
-def _draw_tumour(canvas: Canvas, identity: Identity, condition: Condition, eye: _EyeFrame) -> np.ndarray:
-    """A BCC-like nodule: pearly, with a rolled border, vessels and, when advanced, an ulcer."""
-    rng = np.random.default_rng(condition.pattern_seed)
-    radius = (0.04, 0.055, 0.072)[condition.severity - 1]
-    width, a = identity.eye_width, condition.tumour_angle
-    offsets = {  # (outward, down) from the eye's centre
-        "lower_lid": (a * width * 0.8, eye.open_down + 0.018 + radius),
-        "upper_lid": (a * width * 0.6, -eye.open_up - 0.03 - radius),
-        "medial_canthus": (-width - 0.012 - radius * 0.7, a * 0.04),
-        "lateral_canthus": (width + 0.012 + radius * 0.7, a * 0.04),
-    }
-    du, dv = offsets[condition.tumour_site]
-    lx, ly = eye.cx + eye.sign * du, eye.cy + dv
-    dx, dy = canvas.x - lx, canvas.y - ly
-    theta = np.arctan2(dy, dx)
-    phases = rng.uniform(0, 2 * np.pi, 2)
-    edge = radius * (1 + 0.12 * np.sin(2 * theta + phases[0]) + 0.08 * np.sin(3 * theta + phases[1]))
-    dist = np.hypot(dx, dy)
-    alpha = canvas.coverage(dist - edge)
-    t = np.clip(dist / edge, 0, 1)[..., None]
-    colour = mix(identity.skin, LESION, 0.75) * (1 + 0.12 * np.clip(-(dx + dy) / radius, -1, 1))[..., None]
-    colour = mix(colour, LESION_RIM, 0.6 * np.clip((t - 0.68) / 0.22, 0, 1))  # rolled, pearly border
-    vessels = np.full(dist.shape, np.inf, dtype=np.float32)
-    for _ in range(3):
-        slope, offset, wave = rng.uniform(-1.5, 1.5), rng.uniform(-0.5, 0.5) * radius, rng.uniform(0.1, 0.3) * radius
-        vessels = np.minimum(vessels, stroke_sd(dy - slope * dx - offset - wave * np.sin(dx / radius * 6), 0.0025))
-    colour = mix(colour, VESSEL, (canvas.coverage(vessels, 1.5) * 0.7 * (t[..., 0] < 0.85))[..., None])
-    if condition.severity >= 2:
-        ulcer = dist - edge * (0.22 + 0.1 * (condition.severity - 2))
-        colour = mix(colour, CRUST, canvas.coverage(ulcer, 1.5)[..., None])
-    canvas.paint(alpha, colour)
-    return alpha
+    canvas.paint(canvas.coverage(fringe), hair_colour(identity))
 
 
 def _photograph(canvas: Canvas, nuisance: Nuisance) -> np.ndarray:
