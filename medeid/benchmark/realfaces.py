@@ -156,6 +156,59 @@ def recogniser_figures(photos: list[RealPhoto], model_uri: str, label: str) -> l
     ]
 
 
+PHOTO_SIDES = (256, 1000, 2000, 4000)  # real photos come at their cameras' sizes
+
+
+def size_figures(model_uri: str, sides: tuple[int, ...] = PHOTO_SIDES, repeats: int = 3) -> list[tuple]:
+    """The archive anonymizer (CenterFace, the MedSem-DeID at `model_uri`) on the astronaut portrait as
+    JPEG at each side: seconds a file (median of `repeats`) and the peak resident memory above the idle
+    process while it ran (sampled every 2 ms), with a check that the output keeps the photo's size."""
+    import threading
+
+    import cv2
+    import numpy as np
+    import psutil
+
+    from medeid.archive.anonymize import FileAnonymizer
+    from medeid.archive.formats import read_photo
+    from medeid.archive.manifest import ANONYMIZED
+    from medeid.models.deid.api import MedSemDeID
+    from medeid.models.detector import load_detector
+    from medeid.passwords import Secret
+    from medeid.realfaces import encode, portrait
+
+    anonymizer = FileAnonymizer.with_detector(MedSemDeID.from_uri(model_uri), load_detector("centerface"),
+                                              Secret("realfaces benchmark"))
+    process, table = psutil.Process(), []
+    for side in sides:
+        data = encode(cv2.resize(portrait("astronaut"), (side, side), interpolation=cv2.INTER_CUBIC), "JPEG")
+        anonymizer("warm-up.jpg", data)
+        seconds, peaks = [], []
+        for _ in range(repeats):
+            idle, peak, running = process.memory_info().rss, [0], [True]
+
+            def sample():
+                while running[0]:
+                    peak[0] = max(peak[0], process.memory_info().rss)
+                    time.sleep(0.002)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            started = time.perf_counter()
+            outcome = anonymizer(f"size/astronaut-{side}.jpg", data)
+            seconds.append(time.perf_counter() - started)
+            running[0] = False
+            sampler.join()
+            peaks.append((peak[0] - idle) / 2**20)
+        shape = read_photo(outcome.output).rgb.shape[:2] if outcome.status == ANONYMIZED else None
+        table += [(f"real photo {side} x {side} px: anonymized", 1 / float(np.median(seconds)), "files/s",
+                   f"{outcome.status}, {outcome.faces} face(s); output {shape[1]} x {shape[0]} px"
+                   if shape else outcome.status),
+                  (f"real photo {side} x {side} px: peak memory", max(peaks), "MiB",
+                   f"resident, above the idle process; the file is {len(data) / 2**20:.1f} MiB of JPEG")]
+    return table
+
+
 def _lfw_impostor_rate(recogniser) -> float:
     """Share of pairs of LFW faces (different photos, mostly different people) the rule calls one person."""
     import numpy as np
@@ -204,5 +257,6 @@ def suite_realfaces(lfw_count: int = 100, synthetic: bool = True, deid_model: st
             deid_model = untrained(directory, 128)
         else:
             label = f"MedSem-DeID {deid_model}"
+        table += size_figures(deid_model)
         table += recogniser_figures(photos, deid_model, label)
     return table
