@@ -85,7 +85,7 @@ def crop_template(count: int = 64, seed: int = 0) -> np.ndarray:
         person = sample_identity(rng, int(rng.integers(20, 80)), SEXES[i % len(SEXES)])
         eyes = {eye: eye_frame(person, Condition(), Nuisance(), eye, 0.0) for eye in SIDES}
         marks.append((_landmarks(person, Nuisance(), eyes, 0.0, side) + 0.5) / side)
-    return np.mean(marks, axis=0)
+    return np.mean(np.asarray(marks, np.float64), axis=0)
 
 
 def _landmarks(identity: Identity, nuisance: Nuisance, eyes: dict, shift: float, size: int) -> np.ndarray:
