@@ -151,13 +151,14 @@ def _medical(uri: str, settings: storage.S3Settings | None) -> MedicalNet:
 
 
 def load_pairs(batch: pa.Table, *, root: str, size: int, donors: list[SyntheticDonor], donor_skin: np.ndarray,
-               pairs: int, seed: int, medical_uri: str | None, settings: storage.S3Settings | None = None) -> dict:
+               pairs: int, seed: int, medical_uri: str | None, donor_choices: int,
+               settings: storage.S3Settings | None = None) -> dict:
     """Ray Data map_batches: metadata rows -> `pairs` rows a photo: image, donor (index), donor_image
     (the donor's face as the model will get it: drawn with the condition the medical model at
     `medical_uri` reads on the photo; the bank's face without one), target, and the photo's pose
     (`model.pose_grid`'s rotation, log scale, shift x, y)."""
     photos = load_photos(batch, root=root, size=size, with_masks=True, settings=settings)
-    choices = nearest_donors(torch.from_numpy(photos["image"]), torch.from_numpy(donor_skin)).numpy()
+    choices = nearest_donors(torch.from_numpy(photos["image"]), torch.from_numpy(donor_skin), donor_choices).numpy()
     medical = readings = None
     if medical_uri is not None:
         medical = _medical(medical_uri, settings)
@@ -193,6 +194,7 @@ def paired_dataset(root: str, size: int, donors: list[SyntheticDonor], donor_ski
             .map_batches(load_pairs, batch_size=16, batch_format="pyarrow",
                          fn_kwargs={"root": root, "size": size, "donors": donors, "donor_skin": donor_skin,
                                     "pairs": cfg.pairs_per_photo, "seed": cfg.seed, "medical_uri": medical_uri,
+                                    "donor_choices": cfg.donor_choices,
                                     "settings": settings}))
 
 
@@ -266,7 +268,8 @@ def net_config(cfg: DeidConfig, medical: MedicalNet, donors: int) -> DeidNetConf
                          medical=dataclasses.asdict(medical.config), donors=donors,
                          donor_seed=cfg.seed if cfg.use_enc_med else None, bank_seed=cfg.seed,
                          # It learns on the synthetic archive's central squares: detected faces get that framing.
-                         crop_template=tuple(crop_template().ravel().round(4).tolist()))
+                         crop_template=tuple(crop_template().ravel().round(4).tolist()),
+                         donor_choices=cfg.donor_choices)
 
 
 def train_deid(archive_root: str, models_uri: str, output_uri: str, runs_uri: str, name: str,

@@ -191,3 +191,18 @@ def test_every_face_of_a_photo_is_replaced_and_its_seals_restore_them_in_reverse
     same, status = model.recover_faces(out, "a wrong password", seals)
     assert status == WRONG_PASSWORD and np.array_equal(same, out)
     assert np.array_equal(model.deidentify_faces(big, "pw", [first, second])[0], out)  # deterministic
+
+
+def test_a_key_chooses_among_as_many_donors_as_the_model_says(model):
+    """New models choose among the whole bank (skin tone identifies); older ones among the nearest."""
+    from dataclasses import replace
+
+    from medeid.models.deid.model import skin_tone
+
+    photo_ = torch.from_numpy(faces(1)[0][None])
+    every = model.net.donor_choices(photo_)[0]
+    assert len(every) == len(model.net.donors), "without the field: min(DONOR_CHOICES, bank)"
+    narrow = MedSemDeIDNet(replace(model.net.config, donor_choices=2), model.net.donors)
+    nearest = narrow.donor_choices(photo_)[0]
+    distance = torch.cdist(skin_tone(photo_), model.net.donor_skin)[0]
+    assert nearest.tolist() == distance.argsort()[:2].tolist()

@@ -23,8 +23,9 @@
   around it, no more: a rim of the patient's skin shows on another skin tone): a lesion's look is
   the manifestation itself. The ablation without Enc_med has no segmenter, so it keeps nothing.
 - The password keys the ID-encryptor's FiLM vector and which donor the new face is drawn from:
-  among the `DONOR_CHOICES` whose skin tone is nearest the patient's, so the new face's colour
-  suits the photo around it. Another password, another donor: another person.
+  among the model's `donor_choices` whose skin tone is nearest the patient's; new models choose
+  among the whole bank, since skin tone identifies (matched donors told an eye-band attacker half
+  of what it found: README). Another password, another donor: another person.
 - Trained on pairs (`medeid.train.deid`): the target is the donor drawn by the synthetic world's
   renderer with the photo's condition, pose, gaze and lid opening (`medeid.synth.swap.donor_swap`).
 
@@ -57,8 +58,9 @@ MAX_FINE_FLOW = 0.05  # the fine flow (stride 2: lids and irises) moves donor pi
 POSE_SPREAD = (0.05, 0.04, 0.03, 0.03)
 LESION_MARGIN_PX = 1  # around the segmented lesion, the patient's pixels may be kept (3 kept a patch of skin)
 GATE_BIAS = 0.0  # the lesion gate starts half open: the paired loss opens or shuts it
-# Donors of the nearest skin tones a key chooses among: half the bank. Skin tone is an identity cue,
-# so a closer match costs privacy (a quarter of the bank: re-identification ~4.5 % instead of ~3 %).
+# Models saved without `donor_choices` chose among the 128 donors of the nearest skin tones (half the
+# bank). Skin tone is an identity cue, so a closer match costs privacy (a quarter of the bank: full-face
+# re-identification ~4.5 % instead of ~3 %; half: the periocular attacker 5.2 %, the whole bank 2.6 %).
 DONOR_CHOICES = 128
 SKIN_ROWS, SKIN_COLUMNS = (0.56, 0.7), (0.25, 0.75)  # cheeks and nose: skin in every face crop
 
@@ -82,6 +84,9 @@ class DeidNetConfig:
     # (10 numbers, x y per landmark; `medeid.synth.render.crop_template`): a face found by a detector
     # is cropped to that framing. None: ArcFace's template (tighter than this world's photos).
     crop_template: tuple[float, ...] | None = None
+    # How many donors of the nearest skin tones a key chooses among (None: `DONOR_CHOICES`, as models
+    # saved before this field did); the bank's size: any donor, whatever the patient's skin.
+    donor_choices: int | None = None
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -166,8 +171,8 @@ class MedSemDeIDNet(nn.Module):
         return self
 
     def donor_choices(self, x_uint8_nhwc: torch.Tensor) -> torch.Tensor:
-        """(N, DONOR_CHOICES) indices of the donors nearest each photo's skin tone, nearest first."""
-        return nearest_donors(x_uint8_nhwc, self.donor_skin)
+        """(N, choices) indices of the donors nearest each photo's skin tone, nearest first."""
+        return nearest_donors(x_uint8_nhwc, self.donor_skin, self.config.donor_choices or DONOR_CHOICES)
 
     def donor_images(self, index: torch.Tensor) -> torch.Tensor:
         """Donor faces `index` as model input, (N, 3, R, R) in [-1, 1]."""
@@ -264,10 +269,11 @@ def pose_grid(pose: torch.Tensor, size: int) -> torch.Tensor:
     return F.affine_grid(theta, (len(pose), 3, size, size), align_corners=False)
 
 
-def nearest_donors(images_uint8_nhwc: torch.Tensor, donor_skin: torch.Tensor) -> torch.Tensor:
-    """(N, DONOR_CHOICES) indices of the donors (their `skin_tone`s) nearest each face's skin tone, nearest first."""
+def nearest_donors(images_uint8_nhwc: torch.Tensor, donor_skin: torch.Tensor, choices: int = DONOR_CHOICES
+                   ) -> torch.Tensor:
+    """(N, choices) indices of the donors (their `skin_tone`s) nearest each face's skin tone, nearest first."""
     distance = torch.cdist(skin_tone(images_uint8_nhwc), donor_skin)
-    return distance.argsort(dim=1)[:, :min(DONOR_CHOICES, len(donor_skin))]
+    return distance.argsort(dim=1)[:, :min(choices, len(donor_skin))]
 
 
 def skin_tone(images_uint8_nhwc: torch.Tensor) -> torch.Tensor:
