@@ -39,6 +39,9 @@ SERVE_CHECK = f"{DEMO_BUCKET}/serve-check"
 REAL = f"{DEMO_BUCKET}/real-photos"  # medeid/realfaces.py's check set: real portraits, composed as clinics take them
 REAL_SHARED, REAL_CHECK = f"{REAL}-anonymized", f"{REAL}-check"
 
+# A step that runs this long has hung: a guard, not a budget (the evaluation takes ~10 min on a quiet
+# 2-core machine; on a slower one, or sharing its cores, 900 s was not enough).
+STEP_TIMEOUT_S = 3600
 ABLATION_EPOCHS = 3  # of MedSem-DeID's 6 (`DeidConfig.epochs`)
 DETECTOR_EPOCHS = 10  # of the preset's 20: held-out recall 0.99 at 10 epochs; the demo's archive needs no more
 
@@ -113,7 +116,7 @@ def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
                 print(f"\n[demo] step {i}/{len(STEPS)}: {what}: ray job submit -- python {' '.join(entrypoint)}",
                       flush=True)
                 entrypoint = [placeholders.get(arg, arg) for arg in entrypoint]
-                job = head.submit(["python", *entrypoint, "--config", config])
+                job = head.submit(["python", *entrypoint, "--config", config], timeout_s=STEP_TIMEOUT_S)
                 if job.returncode != 0:
                     print(f"[demo] step {i} failed (exit {job.returncode}); its log is above")
                     return job.returncode

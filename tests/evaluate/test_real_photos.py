@@ -67,3 +67,19 @@ def test_a_recognisable_face_is_caught_and_unshared_photos_are_counted(check_set
     assert "**1** (FAIL)" in report and (tmp_path / real_photos.FACES_FILE).stat().st_size > 0
     assert check.crops[0][2].startswith("astronaut-128.jpg: matched"), "matched faces first in the picture"
     assert real_photos.REPORT_FILE in uri
+
+
+def test_the_demo_jobs_write_the_check_set_and_refuse_to_check_an_archive_no_job_ran_over(tmp_path):
+    import subprocess
+    import sys
+
+    photos = tmp_path / "real-photos"
+    made = subprocess.run([sys.executable, "jobs/make_real_photos.py", "--output", str(photos), "--lfw-faces", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    truth = json.loads((tmp_path / f"real-photos{real_photos.TRUTH_SUFFIX}").read_text())
+    assert f"{len(truth)} photos" in made.stdout and (photos / "portrait" / "grace_hopper.png").exists()
+    checked = subprocess.run([sys.executable, "jobs/check_real_photos.py", "--photos", str(photos), "--shared",
+                              str(tmp_path / "nothing"), "--output", str(tmp_path / "check")],
+                             capture_output=True, text=True, timeout=120)
+    assert checked.returncode != 0 and "no archive job has run over" in checked.stderr
