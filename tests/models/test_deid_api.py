@@ -9,14 +9,13 @@ import pytest
 import torch
 from insightface.utils.face_align import arcface_dst
 
+from medeid.models.deid.align import face_crop, paste_weight
 from medeid.models.deid.api import NO_RECOVERY_DATA, RECOVERED, WRONG_PASSWORD, MedSemDeID, donor_choice
-from medeid.models.deid.align import paste_weight, face_crop
 from medeid.models.deid.donors import synthetic_donors
 from medeid.models.deid.model import DeidNetConfig, MedSemDeIDNet, donor_bank
 from medeid.models.medical import EYE_COLUMNS, EYE_ROWS, MedicalNet, MedicalNetConfig
 from medeid.passwords import Secret, derive_model_key
 from medeid.synth.conditions import DISEASES, PERIOCULAR_TUMOUR
-
 from tests.models.test_deid_align import photo
 
 SIZE = 64
