@@ -23,9 +23,9 @@
   around it, no more: a rim of the patient's skin shows on another skin tone): a lesion's look is
   the manifestation itself. The ablation without Enc_med has no segmenter, so it keeps nothing.
 - The password keys the ID-encryptor's FiLM vector and which donor the new face is drawn from:
-  among the model's `donor_choices` whose skin tone is nearest the patient's; new models choose
-  among the whole bank, since skin tone identifies (matched donors told an eye-band attacker half
-  of what it found: README). Another password, another donor: another person.
+  among the model's `donor_choices` whose skin tone is nearest the patient's (half the bank by
+  default: skin tone identifies, but the signs read worse on a far skin tone; README). Another
+  password, another donor: another person.
 - Trained on pairs (`medeid.train.deid`): the target is the donor drawn by the synthetic world's
   renderer with the photo's condition, pose, gaze and lid opening (`medeid.synth.swap.donor_swap`).
 
@@ -58,7 +58,7 @@ MAX_FINE_FLOW = 0.05  # the fine flow (stride 2: lids and irises) moves donor pi
 POSE_SPREAD = (0.05, 0.04, 0.03, 0.03)
 LESION_MARGIN_PX = 1  # around the segmented lesion, the patient's pixels may be kept (3 kept a patch of skin)
 GATE_BIAS = 0.0  # the lesion gate starts half open: the paired loss opens or shuts it
-# Models saved without `donor_choices` chose among the 128 donors of the nearest skin tones (half the
+# Models saved without `donor_choices` choose among the 128 donors of the nearest skin tones (half the
 # bank). Skin tone is an identity cue, so a closer match costs privacy (a quarter of the bank: full-face
 # re-identification ~4.5 % instead of ~3 %; half: the periocular attacker 5.2 %, the whole bank 2.6 %).
 DONOR_CHOICES = 128
