@@ -35,6 +35,33 @@ def timed(fn, repeats: int) -> float:
     return (time.perf_counter() - started) / repeats
 
 
+def peak_rss(fn, every_s: float = 0.002) -> tuple[float, float]:
+    """Run `fn` once: (seconds, peak resident memory above the process's before the call, MiB), sampled
+    every `every_s` on a thread. Unlike `peak_bytes` it sees native memory (onnxruntime, torch, OpenCV)."""
+    import threading
+
+    import psutil
+
+    process = psutil.Process()
+    idle, peak, done = process.memory_info().rss, [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            done.wait(every_s)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    started = time.perf_counter()
+    try:
+        fn()
+    finally:
+        seconds = time.perf_counter() - started
+        done.set()
+        sampler.join()
+    return seconds, (peak[0] - idle) / 2**20
+
+
 def peak_bytes(fn) -> int:
     tracemalloc.start()
     fn()

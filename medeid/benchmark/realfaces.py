@@ -163,15 +163,13 @@ def size_figures(model_uri: str, sides: tuple[int, ...] = PHOTO_SIDES, repeats: 
     """The archive anonymizer (CenterFace, the MedSem-DeID at `model_uri`) on the astronaut portrait as
     JPEG at each side: seconds a file (median of `repeats`) and the peak resident memory above the idle
     process while it ran (sampled every 2 ms), with a check that the output keeps the photo's size."""
-    import threading
-
     import cv2
     import numpy as np
-    import psutil
 
     from medeid.archive.anonymize import FileAnonymizer
     from medeid.archive.formats import read_photo
     from medeid.archive.manifest import ANONYMIZED
+    from medeid.benchmark.common import peak_rss
     from medeid.models.deid.api import MedSemDeID
     from medeid.models.detector import load_detector
     from medeid.passwords import Secret
@@ -179,27 +177,15 @@ def size_figures(model_uri: str, sides: tuple[int, ...] = PHOTO_SIDES, repeats: 
 
     anonymizer = FileAnonymizer.with_detector(MedSemDeID.from_uri(model_uri), load_detector("centerface"),
                                               Secret("realfaces benchmark"))
-    process, table = psutil.Process(), []
+    table = []
     for side in sides:
         data = encode(cv2.resize(portrait("astronaut"), (side, side), interpolation=cv2.INTER_CUBIC), "JPEG")
         anonymizer("warm-up.jpg", data)
-        seconds, peaks = [], []
-        for _ in range(repeats):
-            idle, peak, running = process.memory_info().rss, [0], [True]
-
-            def sample():
-                while running[0]:
-                    peak[0] = max(peak[0], process.memory_info().rss)
-                    time.sleep(0.002)
-
-            sampler = threading.Thread(target=sample)
-            sampler.start()
-            started = time.perf_counter()
-            outcome = anonymizer(f"size/astronaut-{side}.jpg", data)
-            seconds.append(time.perf_counter() - started)
-            running[0] = False
-            sampler.join()
-            peaks.append((peak[0] - idle) / 2**20)
+        outcomes = []
+        runs = [peak_rss(lambda: outcomes.append(anonymizer(f"size/astronaut-{side}.jpg", data)))
+                for _ in range(repeats)]
+        seconds, peaks = zip(*runs)
+        outcome = outcomes[-1]
         shape = read_photo(outcome.output).rgb.shape[:2] if outcome.status == ANONYMIZED else None
         table += [(f"real photo {side} x {side} px: anonymized", 1 / float(np.median(seconds)), "files/s",
                    f"{outcome.status}, {outcome.faces} face(s); output {shape[1]} x {shape[0]} px"

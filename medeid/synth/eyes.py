@@ -2,7 +2,7 @@
 
 `eye_frame` puts a condition's geometry on one eye (ptosis lowers the lid, thyroid eye disease lifts it,
 strabismus turns the iris); `draw_eye`, `draw_brow` and `draw_tumour` paint on `medeid.synth.render`'s
-canvas.
+canvas. `hair_colour` is here because the brows share it with the hair `render` draws.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ LESION = (226, 176, 168)
 LESION_RIM = (244, 218, 210)
 CRUST = (122, 54, 44)
 VESSEL = (186, 52, 56)
-
 
 
 @dataclass(frozen=True)
@@ -139,14 +138,14 @@ def draw_eye(canvas: Canvas, identity: Identity, condition: Condition, eye: EyeF
 def vessels(canvas: Canvas, u, v, width: float, seed: int) -> np.ndarray:
     """Thin wavy vessels running in from the corners of the eye."""
     rng = np.random.default_rng(abs(seed))
-    vessels = np.full(u.shape, np.inf, dtype=np.float32)
+    strokes = np.full(u.shape, np.inf, dtype=np.float32)
     for _ in range(6):
         corner = rng.choice([-1.0, 1.0]) * width
         slope, amplitude, frequency = rng.uniform(-0.35, 0.35), rng.uniform(0.002, 0.006), rng.uniform(60, 140)
         wave = v - (slope * (u - corner) + amplitude * np.sin(frequency * u))
         along = span_sd(np.abs(u - corner), 0.0, rng.uniform(0.4, 0.8) * width)
-        vessels = np.minimum(vessels, np.maximum(stroke_sd(wave, 0.0025), along))
-    return canvas.coverage(vessels, softness=1.5)
+        strokes = np.minimum(strokes, np.maximum(stroke_sd(wave, 0.0025), along))
+    return canvas.coverage(strokes, softness=1.5)
 
 
 def draw_brow(canvas: Canvas, identity: Identity, eye: EyeFrame) -> None:
@@ -181,11 +180,11 @@ def draw_tumour(canvas: Canvas, identity: Identity, condition: Condition, eye: E
     t = np.clip(dist / edge, 0, 1)[..., None]
     colour = mix(identity.skin, LESION, 0.75) * (1 + 0.12 * np.clip(-(dx + dy) / radius, -1, 1))[..., None]
     colour = mix(colour, LESION_RIM, 0.6 * np.clip((t - 0.68) / 0.22, 0, 1))  # rolled, pearly border
-    vessels = np.full(dist.shape, np.inf, dtype=np.float32)
+    strokes = np.full(dist.shape, np.inf, dtype=np.float32)
     for _ in range(3):
         slope, offset, wave = rng.uniform(-1.5, 1.5), rng.uniform(-0.5, 0.5) * radius, rng.uniform(0.1, 0.3) * radius
-        vessels = np.minimum(vessels, stroke_sd(dy - slope * dx - offset - wave * np.sin(dx / radius * 6), 0.0025))
-    colour = mix(colour, VESSEL, (canvas.coverage(vessels, 1.5) * 0.7 * (t[..., 0] < 0.85))[..., None])
+        strokes = np.minimum(strokes, stroke_sd(dy - slope * dx - offset - wave * np.sin(dx / radius * 6), 0.0025))
+    colour = mix(colour, VESSEL, (canvas.coverage(strokes, 1.5) * 0.7 * (t[..., 0] < 0.85))[..., None])
     if condition.severity >= 2:
         ulcer = dist - edge * (0.22 + 0.1 * (condition.severity - 2))
         colour = mix(colour, CRUST, canvas.coverage(ulcer, 1.5)[..., None])

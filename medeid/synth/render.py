@@ -16,7 +16,7 @@ from PIL import Image, ImageFilter
 from medeid.synth.canvas import Canvas, ellipse_sd, mix, span_sd, stroke_sd
 from medeid.synth.conditions import PERIOCULAR_TUMOUR, Condition
 from medeid.synth.eyes import draw_brow, draw_eye, draw_tumour, eye_frame, hair_colour
-from medeid.synth.identity import Identity
+from medeid.synth.identity import SEXES, Identity, sample_identity
 from medeid.synth.nuisance import Nuisance
 
 MIN_SIZE, MAX_SIZE = 64, 256
@@ -75,10 +75,8 @@ def crop_template(count: int = 64, seed: int = 0) -> np.ndarray:
     """(5, 2) float64: where the five landmarks sit in this world's photos, as fractions of the side,
     averaged over `count` people facing the camera. A model that learnt on these photos crops a face
     found in any other photo so that its landmarks land here (`medeid.models.deid.align.face_crop`):
-    ArcFace's tight template would zoom in ~1.2x and leave the head's outline, hair and jaw, outside
-    the crop."""
-    from medeid.synth.identity import SEXES, sample_identity
-
+    ArcFace's tighter template zooms in ~1.1x on the average face and leaves more of the head's
+    outline, hair and jaw outside the crop."""
     rng, side = np.random.default_rng(seed), 1000
     marks = []
     for i in range(count):
