@@ -27,7 +27,7 @@ SUITE_BUDGET_S = 20 * 60  # `make test` on a quiet 2-core machine of the slow ki
 SHARED_FIXTURE_BUDGET_S = float(os.environ.get("MEDEID_FIXTURE_BUDGET_S", 300))
 FIXTURE_BUDGETS_S = {  # the shared fixtures that need more, by name
     "multinode": 600,  # three jobs on a three-node cluster
-    "clean_run": 420,  # build_mema through `ray job submit`
+    "resumed_run": 480,  # build_mema stopped mid-way, then run to the end through `ray job submit`
 }
 SUBPROCESS_SHARE = 0.8  # of the enclosing budget, leaving time to report the subprocess's output
 

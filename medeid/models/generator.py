@@ -116,5 +116,5 @@ def load_pipeline(uri: str, settings: storage.S3Settings | None = None, dtype: t
     if not (directory / "model_index.json").exists():
         raise FileNotFoundError(f"model_index.json is missing from the generator at {uri}: expected a folder "
                                 f"written by StableDiffusionPipeline.save_pretrained")
-    return StableDiffusionPipeline.from_pretrained(str(directory), local_files_only=True, torch_dtype=dtype,
+    return StableDiffusionPipeline.from_pretrained(str(directory), local_files_only=True, dtype=dtype,
                                                    safety_checker=None, requires_safety_checker=False)
