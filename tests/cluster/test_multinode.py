@@ -35,7 +35,8 @@ def multinode(s3, small_models, mema_world, write_mema_config, tmp_path_factory)
     (root / "secret").write_text("multi-node archive secret\n")
     archive_config = root / "archive.yaml"
     archive_config.write_text(yaml.safe_dump({"anonymize": {"actors": 2, "actor_resources": {"gpu_node": 0.5}}}))
-    mema_config = write_mema_config(mema_world, root, generator_resources={"gpu_node": 1})
+    # One round of a few rows: where the generator runs is the question here, not how rounds go.
+    mema_config = write_mema_config(mema_world, root, generator_resources={"gpu_node": 1}, samples=6, max_attempts=1)
     spec = {"input": f"{bucket}/in", "placed": f"{bucket}/placed", "lost": f"{bucket}/lost",
             "model": small_models[0], "detector": small_models[1], "secret_file": str(root / "secret"),
             "archive_config": str(archive_config), "mema_archive": mema_world["archive"],
