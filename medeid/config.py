@@ -162,6 +162,9 @@ class DeidConfig:
     # 0.848: three utility bars FAIL); the half nearest the patient's skin keeps them (0.982, 0.962,
     # 0.914) and the periocular attacker found 4.7-6.7 % (its bar 5.9-7.7 %, by the ideal swap's figure).
     donor_choices: int = 128
+    # The network sees the photo on the donor's skin tone (DeidNetConfig.skin_shift). Off until measured on
+    # the demo (README, 2026-12-03: the experiment with the whole bank).
+    skin_shift: bool = False
     # Loss weights.
     paired_weight: float = 1.0  # L1 to the target: the donor drawn with the photo's condition, pose and lids
     eye_weight: float = 4.0  # the eye region counts this much more in the paired losses: the signs live there

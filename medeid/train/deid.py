@@ -269,7 +269,7 @@ def net_config(cfg: DeidConfig, medical: MedicalNet, donors: int) -> DeidNetConf
                          donor_seed=cfg.seed if cfg.use_enc_med else None, bank_seed=cfg.seed,
                          # It learns on the synthetic archive's central squares: detected faces get that framing.
                          crop_template=tuple(crop_template().ravel().round(4).tolist()),
-                         donor_choices=cfg.donor_choices)
+                         donor_choices=cfg.donor_choices, skin_shift=cfg.skin_shift)
 
 
 def train_deid(archive_root: str, models_uri: str, output_uri: str, runs_uri: str, name: str,

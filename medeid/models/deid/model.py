@@ -87,6 +87,11 @@ class DeidNetConfig:
     # How many donors of the nearest skin tones a key chooses among (None: `DONOR_CHOICES`, as models
     # saved before this field did); the bank's size: any donor, whatever the patient's skin.
     donor_choices: int | None = None
+    # The network sees the photo moved to the donor's skin tone (`to_donor_skin`): it cannot carry the
+    # patient's skin tone into the new face (a band of it across the eyes was both visible and the
+    # periocular attacker's cue). Enc_med reads the true photo and the lesion gate keeps true pixels.
+    # False: models saved before this field, which see the photo as it is.
+    skin_shift: bool = False
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -226,18 +231,19 @@ class MedSemDeIDNet(nn.Module):
         without Enc_med)."""
         n, size = len(x), x.shape[-1]
         reading = self.medical_reading(x) if reading is None else reading
+        seen = to_donor_skin(x, donor) if self.config.skin_shift else x
         if reading is None:
             features = x.new_zeros(n, self.medical.config.feature_channels, size // 8, size // 8)
         else:  # Enc_med's features in the crop's stride-8 grid
             features = self._in_crop(reading["features"], size)
-        f1, f2, f3 = self.encoder(torch.cat([x, donor], 1))
+        f1, f2, f3 = self.encoder(torch.cat([seen, donor], 1))
         read = self.pose(f3) * f3.new_tensor(POSE_SPREAD)
         h = self.encryptor(torch.cat([f3, features], 1), key)
         h = self.up2(torch.cat([F.interpolate(h, size=f2.shape[-2:], mode="bilinear"), f2], 1))
         h = self.up1(torch.cat([F.interpolate(h, size=f1.shape[-2:], mode="bilinear"), f1], 1))
         fine = MAX_FINE_FLOW * torch.tanh(self.fine_flow(h))  # at stride 2: where lids and irises sit
         warped = self.warp(donor, read if pose is None else pose, fine)
-        h = self.full(torch.cat([F.interpolate(h, size=x.shape[-2:], mode="bilinear"), x, donor, warped], 1))
+        h = self.full(torch.cat([F.interpolate(h, size=x.shape[-2:], mode="bilinear"), seen, donor, warped], 1))
         out = self.head(h)
         face = (warped + torch.tanh(out[:, :3])).clamp(-1, 1)
         zone = self.lesion_zone(reading, size)
@@ -274,6 +280,18 @@ def nearest_donors(images_uint8_nhwc: torch.Tensor, donor_skin: torch.Tensor, ch
     """(N, choices) indices of the donors (their `skin_tone`s) nearest each face's skin tone, nearest first."""
     distance = torch.cdist(skin_tone(images_uint8_nhwc), donor_skin)
     return distance.argsort(dim=1)[:, :min(choices, len(donor_skin))]
+
+
+def to_donor_skin(x: torch.Tensor, donor: torch.Tensor) -> torch.Tensor:
+    """x (N, 3, R, R in [-1, 1]) with each channel moved by the difference of the donor's and x's skin
+    tones (`skin_tone`'s patch): what the photo would look like on the donor's skin, near enough."""
+    rows = slice(round(SKIN_ROWS[0] * x.shape[-2]), round(SKIN_ROWS[1] * x.shape[-2]))
+    cols = slice(round(SKIN_COLUMNS[0] * x.shape[-1]), round(SKIN_COLUMNS[1] * x.shape[-1]))
+
+    def tone(image: torch.Tensor) -> torch.Tensor:
+        return image[:, :, rows, cols].flatten(2).median(dim=2).values[:, :, None, None]
+
+    return (x + tone(donor) - tone(x)).clamp(-1, 1)
 
 
 def skin_tone(images_uint8_nhwc: torch.Tensor) -> torch.Tensor:
