@@ -163,7 +163,7 @@ class DeidConfig:
     # 0.914) and the periocular attacker found 4.7-6.7 % (its bar 5.9-7.7 %, by the ideal swap's figure).
     donor_choices: int = 128
     # The network sees the photo on the donor's skin tone (DeidNetConfig.skin_shift). Off until measured on
-    # the demo (README, 2026-12-03: the experiment with the whole bank).
+    # the demo: with the whole bank every attacker passed but utility fell (disease 0.924, Dice 0.740; README).
     skin_shift: bool = False
     # Loss weights.
     paired_weight: float = 1.0  # L1 to the target: the donor drawn with the photo's condition, pose and lids
