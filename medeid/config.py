@@ -162,7 +162,7 @@ class DeidConfig:
     # 0.848: three utility bars FAIL); the half nearest the patient's skin keeps them (0.982, 0.962,
     # 0.914) and the periocular attacker found 4.7-6.7 % (its bar 5.9-7.7 %, by the ideal swap's figure).
     donor_choices: int = 128
-    # The network sees the photo on the donor's skin tone (DeidNetConfig.skin_shift). Off until measured on
+    # The network sees the photo on the donor's skin tone (DeidNetConfig.skin_shift). Off: measured on
     # the demo: with the whole bank every attacker passed but utility fell (disease 0.924, Dice 0.740; README).
     skin_shift: bool = False
     # Loss weights.
