@@ -282,11 +282,16 @@ def nearest_donors(images_uint8_nhwc: torch.Tensor, donor_skin: torch.Tensor, ch
     return distance.argsort(dim=1)[:, :min(choices, len(donor_skin))]
 
 
+def skin_patch(size: int) -> tuple[slice, slice]:
+    """Rows and columns of a square face crop's cheeks and nose: skin in every face."""
+    return (slice(round(SKIN_ROWS[0] * size), round(SKIN_ROWS[1] * size)),
+            slice(round(SKIN_COLUMNS[0] * size), round(SKIN_COLUMNS[1] * size)))
+
+
 def to_donor_skin(x: torch.Tensor, donor: torch.Tensor) -> torch.Tensor:
     """x (N, 3, R, R in [-1, 1]) with each channel moved by the difference of the donor's and x's skin
-    tones (`skin_tone`'s patch): what the photo would look like on the donor's skin, near enough."""
-    rows = slice(round(SKIN_ROWS[0] * x.shape[-2]), round(SKIN_ROWS[1] * x.shape[-2]))
-    cols = slice(round(SKIN_COLUMNS[0] * x.shape[-1]), round(SKIN_COLUMNS[1] * x.shape[-1]))
+    tones (`skin_patch`): what the photo would look like on the donor's skin, near enough."""
+    rows, cols = skin_patch(x.shape[-1])
 
     def tone(image: torch.Tensor) -> torch.Tensor:
         return image[:, :, rows, cols].flatten(2).median(dim=2).values[:, :, None, None]
@@ -296,9 +301,7 @@ def to_donor_skin(x: torch.Tensor, donor: torch.Tensor) -> torch.Tensor:
 
 def skin_tone(images_uint8_nhwc: torch.Tensor) -> torch.Tensor:
     """Median RGB of each face's cheeks and nose, float (N, 3)."""
-    size = images_uint8_nhwc.shape[1]
-    rows = slice(round(SKIN_ROWS[0] * size), round(SKIN_ROWS[1] * size))
-    cols = slice(round(SKIN_COLUMNS[0] * size), round(SKIN_COLUMNS[1] * size))
+    rows, cols = skin_patch(images_uint8_nhwc.shape[1])
     patch = images_uint8_nhwc[:, rows, cols].reshape(len(images_uint8_nhwc), -1, 3).float()
     return patch.median(dim=1).values if len(patch) else torch.zeros(0, 3)
 
