@@ -88,9 +88,9 @@ class DeidNetConfig:
     # saved before this field did); the bank's size: any donor, whatever the patient's skin.
     donor_choices: int | None = None
     # The network sees the photo moved to the donor's skin tone (`to_donor_skin`): it cannot carry the
-    # patient's skin tone into the new face (a band of it across the eyes was both visible and the
-    # periocular attacker's cue). Enc_med reads the true photo and the lesion gate keeps true pixels.
-    # False: models saved before this field, which see the photo as it is.
+    # patient's skin tone into the new face. Enc_med reads the true photo and the lesion gate keeps true
+    # pixels. Measured (README): it did not remove the band across the eyes on far-skin donors and cost
+    # utility. False: the photo as it is (and every model saved before this field).
     skin_shift: bool = False
 
 
