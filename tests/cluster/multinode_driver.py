@@ -57,8 +57,12 @@ def main() -> int:
                    "--report-samples", "0"]
         result["archive_placed"] = run_job(cluster, [*archive, "--output", spec["placed"], "--run-id", "placed",
                                                      "--config", spec["archive_config"]], "AnonymizeFiles")
-        result["mema_placed"] = run_job(cluster, ["jobs/build_mema.py", "--archive", spec["mema_archive"],
-                                                  "--models", spec["mema_models"], "--output", spec["mema_output"],
+        # The models named one by one, with no evaluator, and the world's index: where the generator runs
+        # is the question here, not the audits (test_build_mema.py runs those).
+        models = [arg for name in ("generator", "recognizer", "medical")
+                  for arg in (f"--{name}", f"{spec['mema_models']}/{name}")]
+        result["mema_placed"] = run_job(cluster, ["jobs/build_mema.py", "--archive", spec["mema_archive"], *models,
+                                                  "--index", spec["mema_index"], "--output", spec["mema_output"],
                                                   "--config", spec["mema_config"]], "GenerateFaces")
         manifest = spec["lost"] + "-manifest/run=lost"
 

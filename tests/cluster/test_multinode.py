@@ -40,7 +40,7 @@ def multinode(s3, small_models, mema_world, write_mema_config, tmp_path_factory)
     spec = {"input": f"{bucket}/in", "placed": f"{bucket}/placed", "lost": f"{bucket}/lost",
             "model": small_models[0], "detector": small_models[1], "secret_file": str(root / "secret"),
             "archive_config": str(archive_config), "mema_archive": mema_world["archive"],
-            "mema_models": mema_world["models"], "mema_output": f"{mema_world['root']}/mema-multinode",
+            "mema_models": mema_world["models"], "mema_index": mema_world["index"], "mema_output": f"{mema_world['root']}/mema-multinode",
             "mema_config": mema_config}
     (root / "spec.json").write_text(json.dumps(spec))
     driver = run_bounded([sys.executable, "tests/cluster/multinode_driver.py", root / "spec.json", root / "result.json"],
@@ -67,6 +67,8 @@ def test_build_mema_generates_only_on_the_gpu_node(multinode):
     mema = result["mema_placed"]
     assert mema["returncode"] == 0, mema["output"]
     assert mema["nodes"] == [result["gpu_node"]]
+    # It read the --index it was given and built none of its own.
+    assert not storage.exists(f"{multinode['spec']['mema_output']}/private/identity_index", multinode["settings"])
     sampled = re.search(r"sampled (\d+) = released (\d+) \+ rejected (\d+)", mema["output"])
     assert sampled and int(sampled[2]) > 0 and int(sampled[1]) == int(sampled[2]) + int(sampled[3])
 

@@ -1,4 +1,5 @@
-"""A small MeMa world on the local S3 server: an archive and untrained models of the real classes.
+"""A small MeMa world on the local S3 server: an archive, untrained models of the real classes and
+the recogniser's identity index of the archive's patients.
 
 Untrained models are enough to exercise the dataflow, but they decide nothing meaningful, so the
 fixture pins what they would decide: the recognisers' match threshold is 0.99 (only a near-copy of
@@ -24,6 +25,7 @@ from medeid.models.export import export_recognizer_pack
 from medeid.models.generator import TinyGeneratorConfig, build_tiny_pipeline
 from medeid.models.medical import MedicalNet, MedicalNetConfig
 from medeid.models.recognizer import Recognizer
+from medeid.pipelines.identity_index import build_identity_index
 from medeid.pipelines.synthetic_archive import build_archive
 from medeid.synth.conditions import DISEASES
 
@@ -44,6 +46,9 @@ def mema_world(ray_session, s3, tmp_path_factory):
     pipe = build_tiny_pipeline(TinyGeneratorConfig(resolution=32), seed=0)
     pipe.save_pretrained(local / "generator")
     storage.copy_tree(str(local), f"{root}/models")
+    # The recogniser's index of the real patients, built once for the builds and tests that only read it.
+    index = build_identity_index(archive.root, f"{root}/models/recognizer", f"{root}/index", s3.settings)
+    assert index["reconciled"] and index["written"] == 60
 
     # What the untrained classifier sees in the untrained generator's faces.
     generator = FaceGenerator(pipe, steps=2, guidance=2.0)
@@ -55,7 +60,8 @@ def mema_world(ray_session, s3, tmp_path_factory):
     present = set(archive.metadata["disease"].to_pylist())
     assert calibrated in present, f"no patient in the test archive has {calibrated}"
     other = next(d for d in DISEASES if d != calibrated and d in present)
-    return {"root": root, "archive": archive.root, "models": f"{root}/models", "metadata": archive.metadata,
+    return {"root": root, "archive": archive.root, "models": f"{root}/models", "index": f"{root}/index",
+            "metadata": archive.metadata,
             "calibrated_disease": calibrated, "other_disease": other}
 
 
