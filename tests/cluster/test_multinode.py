@@ -40,7 +40,8 @@ def multinode(s3, small_models, mema_world, write_mema_config, tmp_path_factory)
     spec = {"input": f"{bucket}/in", "placed": f"{bucket}/placed", "lost": f"{bucket}/lost",
             "model": small_models[0], "detector": small_models[1], "secret_file": str(root / "secret"),
             "archive_config": str(archive_config), "mema_archive": mema_world["archive"],
-            "mema_models": mema_world["models"], "mema_index": mema_world["index"], "mema_output": f"{mema_world['root']}/mema-multinode",
+            "mema_models": mema_world["models"], "mema_index": mema_world["index"],
+            "mema_output": f"{mema_world['root']}/mema-multinode",
             "mema_config": mema_config}
     (root / "spec.json").write_text(json.dumps(spec))
     driver = run_bounded([sys.executable, "tests/cluster/multinode_driver.py", root / "spec.json", root / "result.json"],
