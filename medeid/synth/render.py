@@ -149,12 +149,17 @@ def _draw_face(canvas: Canvas, identity: Identity) -> np.ndarray:
 def _draw_beard(canvas: Canvas, identity: Identity, face_sd, shift: float) -> None:
     if identity.beard <= 0:
         return
+    # Where a beard grows: the moustache and chin, and a strip along the jaw. Not the cheeks: a flat tint
+    # over the whole lower face read as a band across the face (light hair on dark skin most of all).
     x, y = canvas.x, canvas.y
-    top = identity.nose_length + 0.04
-    region = np.maximum(face_sd, top - y)
+    beside_mouth = np.clip((np.abs(x - shift) - 0.6 * identity.mouth_width) / 0.12, 0, 1)
+    chin = np.maximum(face_sd, identity.nose_length + 0.03 + 0.1 * beside_mouth - y)
+    jaw = np.maximum(np.maximum(face_sd, -face_sd - 0.06), identity.mouth_y - 0.08 - y)
     lips = ellipse_sd(x, y, shift, identity.mouth_y, identity.mouth_width * 1.05, identity.lip_thickness * 1.6)
-    region = np.maximum(region, -lips)
-    canvas.paint(canvas.soft(region, 0.08) * identity.beard * 0.55, mix(hair_colour(identity), (0, 0, 0), 0.15))
+    region = np.maximum(np.minimum(chin, jaw), -lips)
+    # Stubble darkens the skin whatever the hair's colour.
+    colour = np.minimum(mix(hair_colour(identity), (0, 0, 0), 0.15), np.asarray(identity.skin, np.float32) * 0.8)
+    canvas.paint(canvas.soft(region, 0.03) * identity.beard * 0.55, colour)
 
 
 def _draw_moles(canvas: Canvas, identity: Identity, face_sd) -> None:
