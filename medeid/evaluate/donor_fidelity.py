@@ -1,8 +1,9 @@
 """Is what a grid shows across the eyes the model's, or the donor's? MedSem-DeID draws a donor of its
 bank with the photo's condition and pose; the synthetic world's renderer can draw exactly that (the
 donor's paired training target, `medeid.synth.swap.donor_swap`). Where the new face differs from it,
-the model made the difference; where both show a band (brows, socket shadow, crow's feet and cheek
-blush on a dark skin read as one at 128 px), it is the donor's own face.
+the model made the difference; where both show a band, it is the donor's own face (the band seen in
+the evaluation grids until 2026-12-03 was the world's beard, a flat tint over the lower face; now
+drawn as a beard).
 
 For unseen patients (a cohort of their own) and the donor at a given rank of each photo's donor
 choices (0: the nearest skin tone), per photo:
