@@ -30,18 +30,14 @@ from medeid.models.deid.api import MedSemDeID
 from medeid.models.deid.donors import bank_donor
 from medeid.models.deid.model import skin_patch
 from medeid.models.identity import centred_crop
-from medeid.models.medical import EYE_COLUMNS, EYE_ROWS
+from medeid.models.medical import eye_box
 from medeid.passwords import Secret, derive_model_key
 from medeid.synth.cohort import cohort_rows, render_row
 from medeid.synth.swap import donor_swap
+from medeid.train.deid import to_model_input
 
 COHORT_SEED = 4242  # patients of their own: no archive's
 RANKS = (0, 63, 127)  # the nearest skin tone, the middle and the far end of the default 128 choices
-
-
-def eye_box(size: int) -> tuple[slice, slice]:
-    return (slice(round(EYE_ROWS[0] * size), round(EYE_ROWS[1] * size)),
-            slice(round(EYE_COLUMNS[0] * size), round(EYE_COLUMNS[1] * size)))
 
 
 def band_step(images: torch.Tensor) -> np.ndarray:
@@ -52,7 +48,7 @@ def band_step(images: torch.Tensor) -> np.ndarray:
 
 
 def _as_input(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return to_model_input(torch.from_numpy(images))
 
 
 def _as_pixels(images: torch.Tensor) -> np.ndarray:
@@ -76,13 +72,13 @@ def donor_fidelity(model: MedSemDeID, patients: int = 40, ranks: tuple[int, ...]
     key = derive_model_key(Secret(password), net.config.key_dim)
     vectors = torch.from_numpy(np.stack([key.vector] * len(rows)))
     (eye_rows, eye_cols) = eye_box(size)
-    figures = {"diseases": [r["disease"] for r in rows], "ranks": {}}
+    figures = {"ranks": {}}
     for rank in ranks:
         donors = choices[:, min(rank, choices.shape[1] - 1)]
         faces = model.donor_faces(reading, donors, [key] * len(rows))
         out = net(x, vectors, faces, reading=reading)
-        target = _as_input(np.stack([donor_swap(r, bank_donor(d, seed).identity, bank_donor(d, seed).camera, size)[0]
-                                     for r, d in zip(rows, donors.tolist())]))
+        people = [bank_donor(d, seed) for d in donors.tolist()]
+        target = _as_input(np.stack([donor_swap(r, p.identity, p.camera, size)[0] for r, p in zip(rows, people)]))
         steps = {name: band_step(images) for name, images in
                  (("photo", x), ("posed donor", out["warped"]), ("new face", out["face"]), ("target", target))}
         excess = steps["new face"] - steps["target"]
@@ -102,7 +98,8 @@ def summary(figures: dict) -> str:
     for rank, f in figures["ranks"].items():
         s = f["steps"]
         lines.append(f"| {rank} | {s['photo'].mean():+.3f} | {s['posed donor'].mean():+.3f} "
-                     f"| {s['new face'].mean():+.3f} | {s['target'].mean():+.3f} | {f['mean_excess']:+.4f}, {f['mean_abs_excess']:.4f} "
+                     f"| {s['new face'].mean():+.3f} | {s['target'].mean():+.3f} "
+                     f"| {f['mean_excess']:+.4f}, {f['mean_abs_excess']:.4f} "
                      f"| {f['residual']:.1f} | {f['eye_mad']:.1f} |")
     return "\n".join(lines)
 

@@ -25,7 +25,7 @@ from medeid.evaluate.attacks import (
     top1,
 )
 from medeid.models.deid.align import PASTE_FEATHER
-from medeid.models.medical import EYE_COLUMNS, EYE_ROWS
+from medeid.models.medical import eye_box
 
 FULL_FACE, PERIOCULAR, ADAPTIVE, ADAPTIVE_COPIES, PIXEL = (
     "full-face evaluator", "periocular", "adaptive (vs originals)", "adaptive (vs its own copies)", "pixel")
@@ -129,8 +129,8 @@ def seam_steps(images: np.ndarray) -> np.ndarray:
         return np.zeros((0, 2), np.float32)
     size = images.shape[1]
     x = images.astype(np.float32)
-    top, bottom = round(EYE_ROWS[0] * size), round(EYE_ROWS[1] * size)
-    left, right = round(EYE_COLUMNS[0] * size), round(EYE_COLUMNS[1] * size)
+    rows, columns = eye_box(size)
+    top, bottom, left, right = rows.start, rows.stop, columns.start, columns.stop
     span = max(2, round(0.04 * size))
     gap = 3 * span
 

@@ -33,10 +33,16 @@ EYE_ROWS, EYE_COLUMNS = (0.32, 0.54), (0.2, 0.8)
 EYE_FEATHER_PX = 1.5  # sigma of the eye region's soft edge
 
 
+def eye_box(size: int) -> tuple[slice, slice]:
+    """Rows and columns of the eye region of a `size`-pixel crop, unfeathered."""
+    return (slice(round(EYE_ROWS[0] * size), round(EYE_ROWS[1] * size)),
+            slice(round(EYE_COLUMNS[0] * size), round(EYE_COLUMNS[1] * size)))
+
+
 def eye_region(size: int) -> np.ndarray:
     """Float mask (size, size) in [0, 1]: the eye region of a `size`-pixel crop, its edge feathered."""
     region = np.zeros((size, size), np.float32)
-    region[round(EYE_ROWS[0] * size):round(EYE_ROWS[1] * size), round(EYE_COLUMNS[0] * size):round(EYE_COLUMNS[1] * size)] = 1
+    region[eye_box(size)] = 1
     return cv2.GaussianBlur(region, (0, 0), EYE_FEATHER_PX)
 
 @dataclass(frozen=True)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from medeid.evaluate.donor_fidelity import donor_fidelity, eye_box, grid, summary
+from medeid.evaluate.donor_fidelity import donor_fidelity, grid, summary
 from medeid.models.deid.api import MedSemDeID
 from medeid.models.deid.donors import synthetic_donors
 from medeid.models.deid.model import DeidNetConfig, MedSemDeIDNet, donor_bank
-from medeid.models.medical import MedicalNet, MedicalNetConfig
+from medeid.models.medical import MedicalNet, MedicalNetConfig, eye_box
 
 SIZE, DONORS, PATIENTS = 64, 8, 4
 

@@ -90,7 +90,8 @@ class DeidNetConfig:
     # The network sees the photo moved to the donor's skin tone (`to_donor_skin`): it cannot carry the
     # patient's skin tone into the new face. Enc_med reads the true photo and the lesion gate keeps true
     # pixels. Measured (README): it cost utility, and the band it was meant to remove was the donor's own
-    # beard as the synthetic world drew it (not the network's). False: the photo as it is (and every model saved before this field).
+    # beard as the synthetic world drew it (not the network's). False: the photo as it is (and every
+    # model saved before this field).
     skin_shift: bool = False
 
 
