@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medeid.pixels import to_signed
+
 # The band around the eyes, as fractions of an aligned crop: brows to below the lower lids, both
 # canthi with some skin beyond (a little wider than what MedSem-DeID's medical model reads).
 BAND_ROWS, BAND_COLUMNS = (0.27, 0.59), (0.14, 0.86)
@@ -172,10 +174,6 @@ class PeriocularNet(nn.Module):
         return embeddings @ F.normalize(self.classes, dim=1).T
 
 
-def _as_input(bands: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(bands).permute(0, 3, 1, 2) / 127.5 - 1.0
-
-
 def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Small shifts and photometric jitter: what changes between two photos of one person."""
     n = len(x)
@@ -204,7 +202,7 @@ class Recogniser:
         if not len(bands):
             return np.zeros((0, self.net.classes.shape[1]), np.float32)
         bands = np.asarray(bands, np.float32)
-        return torch.cat([self.net(_as_input(bands[i:i + batch_size]))
+        return torch.cat([self.net(to_signed(bands[i:i + batch_size]))
                           for i in range(0, len(bands), batch_size)]).numpy()
 
 
@@ -217,7 +215,7 @@ def train_recogniser(bands: np.ndarray, patients: np.ndarray, trained_on: str = 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     net = PeriocularNet(len(names))
-    x, y = _as_input(np.asarray(bands, np.float32)), torch.from_numpy(labels.astype(np.int64))
+    x, y = to_signed(np.asarray(bands, np.float32)), torch.from_numpy(labels.astype(np.int64))
     steps = epochs * -(-len(x) // batch_size)
     optimiser = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=steps)

@@ -32,9 +32,9 @@ from medeid.models.deid.model import skin_patch
 from medeid.models.identity import centred_crop
 from medeid.models.medical import eye_box
 from medeid.passwords import Secret, derive_model_key
+from medeid.pixels import to_signed, to_uint8
 from medeid.synth.cohort import cohort_rows, render_row
 from medeid.synth.swap import donor_swap
-from medeid.train.deid import to_model_input
 
 COHORT_SEED = 4242  # patients of their own: no archive's
 RANKS = (0, 63, 127)  # the nearest skin tone, the middle and the far end of the default 128 choices
@@ -45,14 +45,6 @@ def band_step(images: torch.Tensor) -> np.ndarray:
     (rows, cols), (skin_rows, skin_cols) = eye_box(images.shape[-1]), skin_patch(images.shape[-1])
     luminance = images.mean(1)
     return (luminance[:, rows, cols].mean((1, 2)) - luminance[:, skin_rows, skin_cols].mean((1, 2))).numpy()
-
-
-def _as_input(images: np.ndarray) -> torch.Tensor:
-    return to_model_input(torch.from_numpy(images))
-
-
-def _as_pixels(images: torch.Tensor) -> np.ndarray:
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 @torch.no_grad()
@@ -66,7 +58,7 @@ def donor_fidelity(model: MedSemDeID, patients: int = 40, ranks: tuple[int, ...]
         raise ValueError("this model's donors cannot be drawn again (no donor_seed): nothing to compare with")
     rows = cohort_rows(patients, 1, seed=COHORT_SEED)
     photos = np.stack([centred_crop(render_row(r, int(r.get("width") or size)).image, size) for r in rows])
-    x = _as_input(photos)
+    x = to_signed(photos)
     reading = net.medical_reading(x)
     choices = net.donor_choices(torch.from_numpy(photos))
     key = derive_model_key(Secret(password), net.config.key_dim)
@@ -78,7 +70,7 @@ def donor_fidelity(model: MedSemDeID, patients: int = 40, ranks: tuple[int, ...]
         faces = model.donor_faces(reading, donors, [key] * len(rows))
         out = net(x, vectors, faces, reading=reading)
         people = [bank_donor(d, seed) for d in donors.tolist()]
-        target = _as_input(np.stack([donor_swap(r, p.identity, p.camera, size)[0] for r, p in zip(rows, people)]))
+        target = to_signed(np.stack([donor_swap(r, p.identity, p.camera, size)[0] for r, p in zip(rows, people)]))
         steps = {name: band_step(images) for name, images in
                  (("photo", x), ("posed donor", out["warped"]), ("new face", out["face"]), ("target", target))}
         excess = steps["new face"] - steps["target"]
@@ -87,7 +79,7 @@ def donor_fidelity(model: MedSemDeID, patients: int = 40, ranks: tuple[int, ...]
             "mean_abs_excess": float(np.abs(excess).mean()),
             "residual": float((out["face"] - out["warped"])[:, :, eye_rows, eye_cols].abs().mean() * 127.5),
             "eye_mad": float((out["face"] - target)[:, :, eye_rows, eye_cols].abs().mean() * 127.5),
-            "crops": np.stack([_as_pixels(t) for t in (x, faces, out["warped"], out["face"], target)], 1)}
+            "crops": np.stack([to_uint8(t) for t in (x, faces, out["warped"], out["face"], target)], 1)}
     return figures
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from medeid import storage
 from medeid.models.folder import read_model, save_model
+from medeid.pixels import to_signed
 from medeid.synth.conditions import DISEASES, LATERALITIES, SEVERITIES
 
 # The eye region of an aligned face crop, as fractions of it: brows to lower lids (upper-lid lesions
@@ -120,7 +121,7 @@ class MedicalNet(nn.Module):
     def prepare(self, images_uint8_nhwc: torch.Tensor) -> torch.Tensor:
         """Aligned face crops, uint8 RGB (N, H, W, 3) -> the model's input: the band, in [-1, 1]."""
         top, end = self.config.band_rows(images_uint8_nhwc.shape[1])
-        return images_uint8_nhwc[:, top:end].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return to_signed(images_uint8_nhwc[:, top:end])
 
     def band(self, masks: torch.Tensor) -> torch.Tensor:
         """The band rows of full-image masks (N, H, W), matching `prepare`."""

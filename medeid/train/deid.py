@@ -56,6 +56,7 @@ from medeid.models.deid.model import (
 from medeid.models.medical import MedicalNet, eye_region
 from medeid.models.recognizer import INPUT_SIZE, load_torch_recognizer
 from medeid.pipelines.synthetic_archive import METADATA, read_metadata
+from medeid.pixels import to_signed
 from medeid.synth.cohort import photo_nuisance
 from medeid.synth.conditions import Condition
 from medeid.synth.contact_sheet import image_grid
@@ -101,11 +102,11 @@ def eye_map(size: int) -> torch.Tensor:
 def deid_loss(net: MedSemDeIDNet, model, batch: dict, cfg: dict, generator: torch.Generator
               ) -> tuple[torch.Tensor, dict]:
     """The weighted training loss of one batch and its parts. `model` is `net`, maybe DDP-wrapped."""
-    x, target = to_model_input(batch["image"]), to_model_input(batch["target"])
+    x, target = to_signed(batch["image"]), to_signed(batch["target"])
     keys = F.normalize(torch.randn(len(x), cfg["key_dim"], generator=generator), dim=1).to(x.device)
     pose = batch["pose"].to(x.device)
     if "donor_image" in batch:  # the donor drawn with the condition Enc_med reads on the photo
-        donor = to_model_input(batch["donor_image"]).to(x.device)
+        donor = to_signed(batch["donor_image"]).to(x.device)
     else:
         donor = net.donor_images(batch["donor"].to(net.donors.device))
     out = model(x, keys, donor, pose)
@@ -198,16 +199,12 @@ def paired_dataset(root: str, size: int, donors: list[SyntheticDonor], donor_ski
                                     "settings": settings}))
 
 
-def to_model_input(images: torch.Tensor) -> torch.Tensor:
-    return images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
 def held_out_figures(net: MedSemDeIDNet, recognizer, images: np.ndarray) -> dict:
     """Quick held-out figures under one password: identity cosine and disease agreement."""
     device = net.donors.device
     deid = MedSemDeID(net, device=str(device))
     out = np.stack(deid.deidentify(list(images), "held-out check"))
-    x, y = (to_model_input(torch.from_numpy(a)).to(device) for a in (images, out))
+    x, y = (to_signed(a).to(device) for a in (images, out))
     cosine = (F.normalize(recognizer(recognizer_input(x))) * F.normalize(recognizer(recognizer_input(y)))).sum(1)
     before = net.medical(net.medical_band(x))["disease"].argmax(1)
     after = net.medical(net.medical_band(y))["disease"].argmax(1)

@@ -32,6 +32,7 @@ from medeid.mema.prompts import prompt
 from medeid.models.generator import build_tiny_pipeline, load_pipeline
 from medeid.models.identity import centred_crop
 from medeid.pipelines.synthetic_archive import METADATA
+from medeid.pixels import to_signed
 from medeid.train.harness import checkpoint_folder, is_rank_zero, run_training
 
 TRAINER_STATE = "trainer_state.pt"
@@ -146,10 +147,6 @@ def _batches(shard, batch_size: int):
                               local_shuffle_buffer_size=1024)
 
 
-def _to_pixels(images: np.ndarray, device) -> torch.Tensor:
-    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def _all_mean(value: float, device) -> float:
     tensor = torch.tensor([value], device=device, dtype=torch.float64)
     if torch.distributed.is_initialized():
@@ -168,7 +165,7 @@ def pretrain_vae(pipe, shard, epochs: int, batch_size: int, lr: float, device) -
     loss = torch.zeros(())
     for epoch in range(epochs):
         for batch in _batches(shard, batch_size):
-            x = _to_pixels(batch["image"], device)
+            x = to_signed(batch["image"]).to(device)
             reconstruction, kl = model(x)
             loss = F.l1_loss(reconstruction, x) + F.mse_loss(reconstruction, x) + 1e-6 * kl
             optimizer.zero_grad()
@@ -178,7 +175,7 @@ def pretrain_vae(pipe, shard, epochs: int, batch_size: int, lr: float, device) -
             print(f"[train_generator] vae epoch {epoch + 1}/{epochs} loss {loss.item():.4f}", flush=True)
     vae = pipe.vae.eval().requires_grad_(False)
     with torch.no_grad():
-        squares = [vae.encode(_to_pixels(b["image"], device)).latent_dist.mode().pow(2).mean().item()
+        squares = [vae.encode(to_signed(b["image"]).to(device)).latent_dist.mode().pow(2).mean().item()
                    for b, _ in zip(_batches(shard, batch_size), range(4))]
     scaling = 1.0 / np.sqrt(_all_mean(float(np.mean(squares)), device))
     vae.register_to_config(scaling_factor=float(scaling))
@@ -247,7 +244,7 @@ def train_loop_per_worker(config: dict) -> None:
         model.train()
         for batch in _batches(shard, cfg.batch_size):
             with torch.no_grad():
-                latents = pipe.vae.encode(_to_pixels(batch["image"], device)).latent_dist.sample() * scaling
+                latents = pipe.vae.encode(to_signed(batch["image"]).to(device)).latent_dist.sample() * scaling
                 ids = tokenizer(list(batch["prompt"]), padding="max_length", max_length=tokenizer.model_max_length,
                                 truncation=True, return_tensors="pt").input_ids.to(device)
             # Classifier-free guidance needs the model to also know the unconditioned face.

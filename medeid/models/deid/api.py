@@ -33,6 +33,7 @@ from medeid.models.deid.model import MedSemDeIDNet, pose_grid
 from medeid.models.deid.scene import match_scene
 from medeid.models.folder import WEIGHTS_FILE
 from medeid.passwords import ModelKey, Secret, derive_model_key
+from medeid.pixels import to_signed, to_uint8
 from medeid.synth.conditions import Condition
 from medeid.threads import thread_map
 
@@ -112,7 +113,7 @@ class MedSemDeID:
     def deidentify_crops(self, crops: np.ndarray, keys: list[ModelKey]) -> np.ndarray:
         """The network alone: face crops uint8 (N, R, R, 3) -> de-identified crops, no seal."""
         pixels = torch.from_numpy(crops).to(self.device)
-        x = pixels.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        x = to_signed(pixels)
         vectors = torch.from_numpy(np.stack([k.vector for k in keys])).to(self.device)
         choices = self.net.donor_choices(pixels)
         donors = torch.stack([row[donor_choice(k, len(row))] for row, k in zip(choices, keys)])
@@ -122,7 +123,7 @@ class MedSemDeID:
         subject = self.donor_subjects(donors, out["pose"])
         if subject is not None:  # the scene around the new head in the photo's colours: no frame
             y = match_scene(y.clamp(-1, 1), x, subject)
-        return ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return to_uint8(y)
 
     def donor_subjects(self, donors: torch.Tensor, pose: torch.Tensor) -> torch.Tensor | None:
         """Where each donor's head is in the output, (N, 1, R, R) in [0, 1]: their frontal face's
@@ -152,7 +153,7 @@ class MedSemDeID:
                                            self.net.medical, self.resolution, pattern_seed(key))
             if condition != Condition():
                 drawn = torch.from_numpy(person.face(self.resolution, condition)).to(faces.device)
-                faces[i] = drawn.permute(2, 0, 1).float() / 127.5 - 1.0
+                faces[i] = to_signed(drawn[None])[0]
         return faces
 
     def deidentify(self, images: Sequence[np.ndarray], password: Password | Sequence[Password],

@@ -50,6 +50,7 @@ from torch import nn
 from medeid import storage
 from medeid.models.folder import read_model, save_model
 from medeid.models.medical import MedicalNet, MedicalNetConfig
+from medeid.pixels import to_signed
 from medeid.synth.conditions import DISEASES, PERIOCULAR_TUMOUR
 
 MAX_FINE_FLOW = 0.05  # the fine flow (stride 2: lids and irises) moves donor pixels this far, in crop units
@@ -182,7 +183,7 @@ class MedSemDeIDNet(nn.Module):
 
     def donor_images(self, index: torch.Tensor) -> torch.Tensor:
         """Donor faces `index` as model input, (N, 3, R, R) in [-1, 1]."""
-        return self.donors[index].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return to_signed(self.donors[index])
 
     def medical_band(self, x: torch.Tensor) -> torch.Tensor:
         top, end = self.medical.config.band_rows(x.shape[-2])
