@@ -119,12 +119,16 @@ class FileAnonymizer:
 
     def __init__(self, model: MedSemDeID, detector: FaceFinder, secret: Secret | None, *, face_threshold: float = 0.5,
                  borderline_threshold: float = 0.3, pass_faceless: bool = False,
-                 max_pixels: int = formats.MAX_PIXELS, recovery: str = EMBEDDED):
+                 max_pixels: int = formats.MAX_PIXELS, recovery: str = EMBEDDED, surround: float = 0.0):
         if not borderline_threshold <= face_threshold:
             raise ValueError("borderline_threshold must not exceed face_threshold")
         self.model, self.detector, self.secret, self.recovery = model, detector, secret, check_mode(recovery)
         self.face_threshold, self.borderline_threshold = face_threshold, borderline_threshold
         self.pass_faceless, self.max_pixels = pass_faceless, max_pixels
+        if surround and surround <= 1:
+            raise ValueError(f"surround is the blurred head's size as a multiple of the face crop's: > 1 or 0, "
+                             f"not {surround}")
+        self.surround = surround
         self.uid_key = dicom_uid_key(secret) if secret is not None else None
 
     @classmethod
@@ -162,7 +166,8 @@ class FileAnonymizer:
         todo = [i for i, plan in enumerate(plans) if isinstance(plan, _Planned) and plan.faces]
         keyed = {i: passwords[i]() if callable(passwords[i]) else passwords[i] for i in todo}
         replaced = dict(zip(todo, self.model.deidentify_faces_batch(
-            [plans[i].decoded.rgb for i in todo], [keyed[i] for i in todo], [plans[i].faces for i in todo])))
+            [plans[i].decoded.rgb for i in todo], [keyed[i] for i in todo], [plans[i].faces for i in todo],
+            self.surround)))
         return thread_map(lambda i: self._finish(plans[i], *replaced.get(i, (None, [])), keyed.get(i), modes[i]),
                           range(len(plans)))
 

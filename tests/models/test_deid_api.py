@@ -4,12 +4,13 @@ every pixel outside the face as it was."""
 import json
 from dataclasses import asdict
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from insightface.utils.face_align import arcface_dst
 
-from medeid.models.deid.align import face_crop, paste_weight
+from medeid.models.deid.align import face_crop, grown, paste_weight
 from medeid.models.deid.api import NO_RECOVERY_DATA, RECOVERED, WRONG_PASSWORD, MedSemDeID, donor_choice
 from medeid.models.deid.donors import synthetic_donors
 from medeid.models.deid.model import DeidNetConfig, MedSemDeIDNet, donor_bank
@@ -205,3 +206,24 @@ def test_a_key_chooses_among_as_many_donors_as_the_model_says(model):
     nearest = narrow.donor_choices(photo_)[0]
     distance = torch.cdist(skin_tone(photo_), model.net.donor_skin)[0]
     assert nearest.tolist() == distance.argsort()[:2].tolist()
+
+
+def test_the_head_around_a_face_is_blurred_when_asked_and_the_seal_restores_it(model):
+    """Real photos: hair and the head's outline reach past the crop. `surround` blurs the crop's square
+    grown that many times (not beyond it), and the seal holds that region too."""
+    big = photo(240, 260, seed=6)
+    marks = arcface_dst * 0.9 + np.array([80.0, 70.0])
+    where = face_crop(big, SIZE, marks)[1]
+    plain, _ = model.deidentify_faces(big, "pw", [marks])
+    out, seals = model.deidentify_faces(big, "pw", [marks], surround=1.8)
+    face = paste_weight(big.shape, where) > 0
+    ring = (paste_weight(big.shape, grown(where, 1.8)) >= 1) & ~face
+    beyond = paste_weight(big.shape, grown(where, 1.8)) + paste_weight(big.shape, where) == 0
+    assert ring.sum() > face.sum()  # the head around the face is the larger part
+    np.testing.assert_array_equal(out[beyond], big[beyond])
+    detail = lambda image: np.abs(image.astype(float) - cv2.GaussianBlur(image, (0, 0), 2))[ring].mean()  # noqa: E731
+    assert detail(out) < 0.3 * detail(big) and np.array_equal(plain[ring], big[ring])  # blurred only when asked
+    inside = paste_weight(big.shape, where) >= 1
+    np.testing.assert_array_equal(out[inside], plain[inside])  # the face itself is the same new face
+    restored, status = model.recover_faces(out, "pw", seals)
+    assert status == RECOVERED and np.array_equal(restored, big)

@@ -21,6 +21,10 @@ from medeid.models.identity import central_square, centred_crop
 
 ARCFACE_SIZE = 112  # the template's frame
 PASTE_FEATHER = 0.08  # the paste's edge: blended over this fraction of the crop's side
+# The head around a replaced face (hair, ears, outline, neck) is blurred over the crop's square grown
+# this many times about its centre, with a blur of this share of the face's side in the photo: the
+# crop's square ends near the hairline, and a real head's hair and outline identify (issue 20).
+SURROUND_BLUR = 0.12
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,37 @@ def paste_weight(shape: tuple[int, ...], where: FaceCrop, feather: float = PASTE
         box, matrix = window
         weight[box] = _warp(feather_mask(where.size, feather), matrix, box)
     return weight
+
+
+def grown(where: FaceCrop, scale: float) -> FaceCrop:
+    """The crop's square grown `scale` times about its centre (the same output size)."""
+    centre = where.size / 2
+    shrink = np.array([[1 / scale, 0, centre * (1 - 1 / scale)], [0, 1 / scale, centre * (1 - 1 / scale)]])
+    return FaceCrop(shrink @ np.vstack([where.matrix, [0, 0, 1]]), where.size)
+
+
+def blur_surround(image: np.ndarray, where: FaceCrop, scale: float, feather: float = PASTE_FEATHER) -> np.ndarray:
+    """`image` with the head around the face crop `where` blurred: the crop's square grown `scale` times,
+    feathered at its edge, under a Gaussian blur of `SURROUND_BLUR` of the face's side in the photo.
+    Only that square's box is touched (a 4000 px photo costs what its head does)."""
+    around = grown(where, scale)
+    window = _window(image.shape, around)
+    if window is None:
+        return image.copy()
+    box, matrix = window
+    side = where.size / np.sqrt(abs(np.linalg.det(where.matrix[:, :2])))  # the crop's side in photo pixels
+    # The blur reads a margin beyond the box, so the box's edge blurs like its inside.
+    margin = int(np.ceil(3 * SURROUND_BLUR * side))
+    rows = slice(max(box[0].start - margin, 0), min(box[0].stop + margin, image.shape[0]))
+    cols = slice(max(box[1].start - margin, 0), min(box[1].stop + margin, image.shape[1]))
+    blurred = cv2.GaussianBlur(image[rows, cols], (0, 0), SURROUND_BLUR * side)
+    top, left = box[0].start - rows.start, box[1].start - cols.start
+    blurred = blurred[top:top + box[0].stop - box[0].start, left:left + box[1].stop - box[1].start]
+    weight = _warp(feather_mask(where.size, feather / scale), matrix, box)
+    weight = weight[..., None] if image.ndim == 3 else weight
+    out = image.copy()
+    out[box] = np.clip(np.rint(image[box] * (1 - weight) + blurred * weight), 0, 255).astype(image.dtype)
+    return out
 
 
 def paste_back(image: np.ndarray, crop: np.ndarray, where: FaceCrop, feather: float = PASTE_FEATHER) -> np.ndarray:

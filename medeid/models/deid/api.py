@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from medeid import storage
 from medeid.codecs import sha256
 from medeid.models.deid import payload
-from medeid.models.deid.align import PASTE_FEATHER, FaceCrop, face_crop, paste_back, paste_weight
+from medeid.models.deid.align import PASTE_FEATHER, FaceCrop, blur_surround, face_crop, grown, paste_back, paste_weight
 from medeid.models.deid.donors import READING_HEADS, bank_donor, donor_subject, matching_condition
 from medeid.models.deid.model import MedSemDeIDNet, pose_grid
 from medeid.models.deid.scene import match_scene
@@ -74,10 +74,14 @@ def _keys(password: Password | Sequence[Password], n: int, dim: int) -> list[Mod
     return [derived[secret] for secret in secrets]
 
 
-def _footprint(shape: tuple[int, ...], where: FaceCrop) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]]:
-    """Pixels the crop changes, pixels it replaces outright (which carry the seal), and their box."""
+def _footprint(shape: tuple[int, ...], where: FaceCrop,
+               surround: float = 0.0) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]]:
+    """Pixels the crop changes (with the blurred head around it, `surround` > 0), pixels it replaces
+    outright (which carry the seal), and their box."""
     weight = paste_weight(shape, where, PASTE_FEATHER)
     changed, carrier = weight > 0, weight >= 1.0 - 1e-6
+    if surround:
+        changed |= paste_weight(shape, grown(where, surround), PASTE_FEATHER / surround) > 0
     rows, cols = np.nonzero(changed)
     if not carrier.any():
         raise ValueError("the face crop lies outside the photo")
@@ -173,18 +177,23 @@ class MedSemDeID:
             out.append(photo)
         return out
 
-    def deidentify_faces(self, image: np.ndarray, password: Password,
-                         faces: Sequence[np.ndarray | None]) -> tuple[np.ndarray, list[bytes]]:
+    def deidentify_faces(self, image: np.ndarray, password: Password, faces: Sequence[np.ndarray | None],
+                         surround: float = 0.0) -> tuple[np.ndarray, list[bytes]]:
         """One photo and every face in it (five landmarks each; None: the central square): the
         de-identified photo, with nothing in its pixels, and one sealed original per face.
 
         For outputs whose pixels cannot carry the seal (JPEG, grey files): the caller stores the seals
         in the file's metadata (`medeid.archive.carrier`). Faces are replaced in turn; each seal holds
-        its face's footprint as it was just before, so `recover_faces` undoes them in reverse."""
-        return self.deidentify_faces_batch([image], [password], [faces])[0]
+        its face's footprint as it was just before, so `recover_faces` undoes them in reverse.
+
+        `surround` > 0 also blurs the head around each face (`align.blur_surround`: the crop's square
+        grown that many times), for real photographs, where hair and the head's outline reach past
+        the crop; the seal then holds that region too."""
+        return self.deidentify_faces_batch([image], [password], [faces], surround)[0]
 
     def deidentify_faces_batch(self, images: Sequence[np.ndarray], passwords: Sequence[Password],
-                               faces: Sequence[Sequence[np.ndarray | None]]) -> list[tuple[np.ndarray, list[bytes]]]:
+                               faces: Sequence[Sequence[np.ndarray | None]],
+                               surround: float = 0.0) -> list[tuple[np.ndarray, list[bytes]]]:
         """`deidentify_faces` over several photos at once (the serving endpoint's dynamic batches):
         the network runs once per round on the n-th face of every photo that has one, so a batch of
         one-face photos is one forward pass."""
@@ -199,14 +208,17 @@ class MedSemDeID:
             def cut_and_seal(i: int) -> tuple[np.ndarray, FaceCrop, bytes]:
                 marks = faces[i][round_]
                 crop, where = face_crop(photos[i], self.resolution, marks, self.template)
-                _, _, box = _footprint(photos[i].shape, where)
+                _, _, box = _footprint(photos[i].shape, where, surround)
                 return crop, where, payload.seal_face(photos[i][box], (box[0].start, box[1].start), marks,
                                                       keys[i].cipher_key)
 
             cut = thread_map(cut_and_seal, todo)  # sealing is PNG coding and AES: per photo, in parallel
             replaced = self.deidentify_crops(np.stack([crop for crop, _, _ in cut]), [keys[i] for i in todo])
-            pasted = thread_map(lambda j: paste_back(photos[todo[j]], replaced[j], cut[j][1], PASTE_FEATHER),
-                                range(len(todo)))
+            def paste(j: int) -> np.ndarray:
+                photo = blur_surround(photos[todo[j]], cut[j][1], surround) if surround else photos[todo[j]]
+                return paste_back(photo, replaced[j], cut[j][1], PASTE_FEATHER)
+
+            pasted = thread_map(paste, range(len(todo)))
             for j, i in enumerate(todo):
                 seals[i].append(cut[j][2])
                 photos[i] = pasted[j]
@@ -221,10 +233,15 @@ class MedSemDeID:
                 original, (row, col), marks = payload.unseal_face(sealed, key.cipher_key)
             except payload.WrongPassword:
                 return image, WRONG_PASSWORD
-            changed, _, box = _footprint(photo.shape, face_crop(photo, self.resolution, marks, self.template)[1])
-            if (box[0].start, box[1].start) != (row, col) or original.shape[:2] != changed[box].shape:
+            # The whole sealed box goes back (it may hold the blurred head around the face too): in
+            # reverse order every box is the photo as it was just before its face was replaced.
+            _, _, face = _footprint(photo.shape, face_crop(photo, self.resolution, marks, self.template)[1])
+            box = (slice(row, row + original.shape[0]), slice(col, col + original.shape[1]))
+            if not (box[0].stop <= photo.shape[0] and box[1].stop <= photo.shape[1]
+                    and row <= face[0].start and face[0].stop <= box[0].stop
+                    and col <= face[1].start and face[1].stop <= box[1].stop):
                 raise ValueError("the recovery data does not fit this photo (another photo, or resized)")
-            photo[box][changed[box]] = original[changed[box]]
+            photo[box] = original
         return photo, RECOVERED
 
     def recover(self, images: Sequence[np.ndarray], password: Password | Sequence[Password],
