@@ -56,7 +56,7 @@ def main() -> int:
                             settings=settings, pass_faceless=cfg.pass_faceless, actors=cfg.actors,
                             batch_size=cfg.batch_size, report_samples=cfg.report_samples,
                             gpus_per_actor=cfg.gpus_per_actor, actor_resources=cfg.actor_resources,
-                            recovery=cfg.recovery)
+                            recovery=cfg.recovery, surround=cfg.surround)
     return 0 if run.summary.balanced else 1
 
 

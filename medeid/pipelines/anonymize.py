@@ -124,14 +124,15 @@ class AnonymizeFiles:
 
     def __init__(self, layout: ArchiveLayout, model_uri: str, detector_uri: str, secret: Secret, run_id: str,
                  settings: storage.S3Settings | None = None, pass_faceless: bool = False, threads: int = 1,
-                 device: str = "cpu", recovery: str = SEPARATE):
+                 device: str = "cpu", recovery: str = SEPARATE, surround: float = 0.0):
         import torch
 
         torch.set_num_threads(threads)
         self.layout, self.run_id, self.settings = layout, run_id, settings
         self.store = RecoveryStore(layout.recovery, settings)
         self.anonymizer = FileAnonymizer.from_uris(model_uri, detector_uri, secret, settings, device=device,
-                                                   pass_faceless=pass_faceless, recovery=recovery)
+                                                   pass_faceless=pass_faceless, recovery=recovery,
+                                                   surround=surround)
         self.model_version = self.anonymizer.model.version
         self.model_sha256 = sha256((storage.local_copy(model_uri, settings) / WEIGHTS_FILE).read_bytes())
 
@@ -181,12 +182,14 @@ def anonymize_archive(input_uri: str, output_uri: str, model_uri: str, detector_
                       run_id: str | None = None, settings: storage.S3Settings | None = None,
                       pass_faceless: bool = False, actors: int = 2, batch_size: int = 32,
                       report_samples: int = 8, gpus_per_actor: float = 0.0,
-                      actor_resources: dict[str, float] | None = None, recovery: str = SEPARATE) -> ArchiveRun:
+                      actor_resources: dict[str, float] | None = None, recovery: str = SEPARATE,
+                      surround: float = 0.0) -> ArchiveRun:
     """Anonymize every file under `input_uri` into `output_uri` (same keys); returns the run's
     reconciliation (in an `ArchiveRun`), which balances or this raises. The run's report
     (`medeid.archive.report`, with a grid of `report_samples` before/after pairs) goes to
     `<output>-report/run=<id>/`. `recovery` says
-    where the seals go (`medeid.archive.recovery`): the default, `separate`, to `<output>-recovery/`."""
+    where the seals go (`medeid.archive.recovery`): the default, `separate`, to `<output>-recovery/`.
+    `surround` > 0 blurs the head around each face too (`MedSemDeID.deidentify_faces`)."""
     layout = ArchiveLayout.beside(input_uri, output_uri)
     check_mode(recovery)
     run_id = run_id or dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
@@ -205,7 +208,7 @@ def anonymize_archive(input_uri: str, output_uri: str, model_uri: str, detector_
             fn_constructor_kwargs={"layout": layout, "model_uri": model_uri, "detector_uri": detector_uri,
                                    "secret": secret, "run_id": run_id, "settings": settings,
                                    "pass_faceless": pass_faceless, "device": "cuda" if gpus_per_actor else "cpu",
-                                   "recovery": recovery})
+                                   "recovery": recovery, "surround": surround})
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
             seen += len(batch["key"])
             peak = max(peak, float(batch["peak_rss_mib"].max()))

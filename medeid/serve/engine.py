@@ -114,7 +114,8 @@ class Engine:
                              "(serve run medeid.serve:app model_uri=... detector_uri=...)")
         anonymizer = FileAnonymizer.from_uris(config.model_uri, config.detector_uri, None, settings,
                                               device="cuda" if config.num_gpus > 0 else "cpu",
-                                              pass_faceless=config.pass_faceless, max_pixels=config.max_pixels)
+                                              pass_faceless=config.pass_faceless, max_pixels=config.max_pixels,
+                                              surround=config.surround)
         return cls(anonymizer, config, read_secret(config.secret_file, SECRET_VARIABLE),
                    read_secret(config.token_file, TOKEN_VARIABLE))
 
