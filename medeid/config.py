@@ -206,6 +206,13 @@ class DetectorConfig:
     num_workers: int = 2
 
 
+# The head around each replaced face (hair, ears, outline) blurred over the face crop's square grown
+# this many times; 0 leaves it as it was. Real photos need it: the crop ends near the hairline, and a
+# real head's hair and outline identify. The archive job's library default too, so a run resumed from
+# Python finishes what a `jobs/anonymize_archive.py` run started, byte for byte.
+HEAD_SURROUND = 1.6
+
+
 @dataclass(frozen=True)
 class AnonymizeConfig:
     """The archive job (`jobs/anonymize_archive.py`) and the demo's archive of files."""
@@ -217,10 +224,7 @@ class AnonymizeConfig:
     # Where each file's recovery data goes (medeid.archive.recovery): separate (a private store beside
     # the manifest; the shared copy carries none), embedded (inside the file), none (irreversible).
     recovery: str = "separate"
-    # The head around each replaced face (hair, ears, outline) blurred over the face crop's square grown
-    # this many times; 0 leaves it as it was. Real photos need it: the crop ends near the hairline and
-    # a real head's hair and outline identify (a real recogniser still matched some faces without it).
-    surround: float = 1.6
+    surround: float = HEAD_SURROUND
     demo_photos: int = 240  # patient photos in the demo's archive of files (`jobs/make_hospital_files.py`)
     gpus_per_actor: float = 0.0  # > 0 runs MedSem-DeID on CUDA in each anonymizing actor
     actor_resources: dict[str, float] | None = None  # custom resources each actor needs (see MemaConfig)
@@ -242,7 +246,7 @@ class ServeConfig:
     max_ongoing_requests: int = 32  # per replica; at least max_batch_size, or batches never fill
     max_body_bytes: int = 25 * 2**20  # a 61 MP camera JPEG is ~25 MiB
     max_pixels: int = 64_000_000  # decoded image size limit (and decompression bombs)
-    surround: float = 1.6  # the head around each face blurred, as the archive job's `anonymize.surround`
+    surround: float = HEAD_SURROUND  # as the archive job's `anonymize.surround`
     pass_faceless: bool = False  # True returns faceless images stripped of metadata instead of a 422
     threads: int = 0  # torch threads per replica; 0 keeps Ray's (one per CPU)
     num_cpus: float = 1.0  # per replica

@@ -47,6 +47,7 @@ from medeid.archive.manifest import (
 from medeid.archive.recovery import EMBEDDED, NONE, SEPARATE, RecoveryStore, check_mode
 from medeid.archive.report import write_report
 from medeid.codecs import sha256
+from medeid.config import HEAD_SURROUND
 from medeid.models.folder import WEIGHTS_FILE
 from medeid.passwords import Secret, image_password
 
@@ -124,7 +125,7 @@ class AnonymizeFiles:
 
     def __init__(self, layout: ArchiveLayout, model_uri: str, detector_uri: str, secret: Secret, run_id: str,
                  settings: storage.S3Settings | None = None, pass_faceless: bool = False, threads: int = 1,
-                 device: str = "cpu", recovery: str = SEPARATE, surround: float = 0.0):
+                 device: str = "cpu", recovery: str = SEPARATE, surround: float = HEAD_SURROUND):
         import torch
 
         torch.set_num_threads(threads)
@@ -183,7 +184,7 @@ def anonymize_archive(input_uri: str, output_uri: str, model_uri: str, detector_
                       pass_faceless: bool = False, actors: int = 2, batch_size: int = 32,
                       report_samples: int = 8, gpus_per_actor: float = 0.0,
                       actor_resources: dict[str, float] | None = None, recovery: str = SEPARATE,
-                      surround: float = 0.0) -> ArchiveRun:
+                      surround: float = HEAD_SURROUND) -> ArchiveRun:
     """Anonymize every file under `input_uri` into `output_uri` (same keys); returns the run's
     reconciliation (in an `ArchiveRun`), which balances or this raises. The run's report
     (`medeid.archive.report`, with a grid of `report_samples` before/after pairs) goes to
