@@ -101,11 +101,22 @@ def grown(where: FaceCrop, scale: float) -> FaceCrop:
     return FaceCrop(shrink @ np.vstack([where.matrix, [0, 0, 1]]), where.size)
 
 
-def blur_surround(image: np.ndarray, where: FaceCrop, scale: float, feather: float = PASTE_FEATHER) -> np.ndarray:
+def _surround(where: FaceCrop, scale: float) -> tuple[FaceCrop, float]:
+    """The blurred head's square and its feather (as wide in the photo as the face paste's): one
+    definition for the blur and for the footprint its seal must cover."""
+    return grown(where, scale), PASTE_FEATHER / scale
+
+
+def surround_weight(shape: tuple[int, ...], where: FaceCrop, scale: float) -> np.ndarray:
+    """How much of the blurred head each photo pixel takes (`blur_surround`), float32 (H, W)."""
+    return paste_weight(shape, *_surround(where, scale))
+
+
+def blur_surround(image: np.ndarray, where: FaceCrop, scale: float) -> np.ndarray:
     """`image` with the head around the face crop `where` blurred: the crop's square grown `scale` times,
     feathered at its edge, under a Gaussian blur of `SURROUND_BLUR` of the face's side in the photo.
     Only that square's box is touched (a 4000 px photo costs what its head does)."""
-    around = grown(where, scale)
+    around, feather = _surround(where, scale)
     window = _window(image.shape, around)
     if window is None:
         return image.copy()
@@ -118,7 +129,7 @@ def blur_surround(image: np.ndarray, where: FaceCrop, scale: float, feather: flo
     blurred = cv2.GaussianBlur(image[rows, cols], (0, 0), SURROUND_BLUR * side)
     top, left = box[0].start - rows.start, box[1].start - cols.start
     blurred = blurred[top:top + box[0].stop - box[0].start, left:left + box[1].stop - box[1].start]
-    weight = _warp(feather_mask(where.size, feather / scale), matrix, box)
+    weight = _warp(feather_mask(where.size, feather), matrix, box)
     weight = weight[..., None] if image.ndim == 3 else weight
     out = image.copy()
     out[box] = np.clip(np.rint(image[box] * (1 - weight) + blurred * weight), 0, 255).astype(image.dtype)

@@ -27,7 +27,15 @@ import torch.nn.functional as F
 from medeid import storage
 from medeid.codecs import sha256
 from medeid.models.deid import payload
-from medeid.models.deid.align import PASTE_FEATHER, FaceCrop, blur_surround, face_crop, grown, paste_back, paste_weight
+from medeid.models.deid.align import (
+    PASTE_FEATHER,
+    FaceCrop,
+    blur_surround,
+    face_crop,
+    paste_back,
+    paste_weight,
+    surround_weight,
+)
 from medeid.models.deid.donors import READING_HEADS, bank_donor, donor_subject, matching_condition
 from medeid.models.deid.model import MedSemDeIDNet, pose_grid
 from medeid.models.deid.scene import match_scene
@@ -81,7 +89,7 @@ def _footprint(shape: tuple[int, ...], where: FaceCrop,
     weight = paste_weight(shape, where, PASTE_FEATHER)
     changed, carrier = weight > 0, weight >= 1.0 - 1e-6
     if surround:
-        changed |= paste_weight(shape, grown(where, surround), PASTE_FEATHER / surround) > 0
+        changed |= surround_weight(shape, where, surround) > 0
     rows, cols = np.nonzero(changed)
     if not carrier.any():
         raise ValueError("the face crop lies outside the photo")
@@ -214,6 +222,7 @@ class MedSemDeID:
 
             cut = thread_map(cut_and_seal, todo)  # sealing is PNG coding and AES: per photo, in parallel
             replaced = self.deidentify_crops(np.stack([crop for crop, _, _ in cut]), [keys[i] for i in todo])
+
             def paste(j: int) -> np.ndarray:
                 photo = blur_surround(photos[todo[j]], cut[j][1], surround) if surround else photos[todo[j]]
                 return paste_back(photo, replaced[j], cut[j][1], PASTE_FEATHER)
