@@ -32,6 +32,19 @@ class Canvas:
         """From now on, record how much of each pixel the paint covers: the person in front of the scene."""
         self.subject = np.zeros((self.size, self.size), dtype=np.float32)
 
+    def window(self, inside: np.ndarray) -> Canvas:
+        """The canvas within the bounding box of `inside` (bool, the canvas's shape), painting through to
+        this one: a small feature drawn there costs its box, not the whole image. Everything the caller
+        paints on the window must lie inside it (outside, nothing is drawn)."""
+        rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+        box = ((slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)) if rows.size
+               else (slice(0, 0), slice(0, 0)))
+        view = object.__new__(Canvas)
+        view.size, view.pixel = self.size, self.pixel
+        view.x, view.y, view.ix, view.iy, view.rgb = (a[box] for a in (self.x, self.y, self.ix, self.iy, self.rgb))
+        view.subject = None if self.subject is None else self.subject[box]
+        return view
+
     def coverage(self, signed_distance: np.ndarray, softness: float = 1.0) -> np.ndarray:
         """Fraction of each pixel inside a shape, from its signed distance."""
         return np.clip(0.5 - signed_distance / (self.pixel * softness), 0.0, 1.0)
@@ -42,11 +55,22 @@ class Canvas:
 
     def paint(self, alpha: np.ndarray, color) -> None:
         """Composite `color` (an RGB triple or an HxWx3 field, 0..255) with per-pixel `alpha`."""
-        a = alpha[..., None]
-        self.rgb *= 1.0 - a
-        self.rgb += a * np.asarray(color, dtype=np.float32)
+        # Only inside the paint's bounding box: most shapes cover a few percent of the canvas, and
+        # where alpha is 0 compositing changes nothing (the same pixels, ~2x faster renders).
+        rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+        if rows.size == 0:
+            return
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        alpha = alpha[box]
+        color = np.asarray(color, dtype=np.float32)
+        if color.ndim == 3:
+            color = color[box]
+        a, rgb = alpha[..., None], self.rgb[box]
+        rgb *= 1.0 - a
+        rgb += a * color
         if self.subject is not None:
-            self.subject += alpha * (1.0 - self.subject)
+            subject = self.subject[box]
+            subject += alpha * (1.0 - subject)
 
     def to_uint8(self) -> np.ndarray:
         return np.clip(np.rint(self.rgb), 0, 255).astype(np.uint8)

@@ -84,7 +84,19 @@ def eye_coords(canvas: Canvas, identity: Identity, eye: EyeFrame):
     return u, v
 
 
+def eye_window(canvas: Canvas, identity: Identity, eye: EyeFrame) -> Canvas:
+    """The part of the canvas `draw_eye` can paint: the socket's shadow is its widest shape (it fades
+    out by 1 + 0.03 / its shorter half-axis of its size), the crease and a swollen lid its highest.
+    Half as much again, for margin."""
+    u, v = eye_coords(canvas, identity, eye)
+    width, height = identity.eye_width * 1.45, eye.open_up + eye.open_down + 0.05
+    fade = 1.5 * (1 + 0.03 / min(width, height))
+    top = max(height * fade + 0.012, eye.open_up + eye.crease + 0.05, eye.open_up + 0.12)
+    return canvas.window((np.abs(u) < width * fade + 0.05) & (v > -top) & (v < height * fade))
+
+
 def draw_eye(canvas: Canvas, identity: Identity, condition: Condition, eye: EyeFrame, side: str) -> None:
+    canvas = eye_window(canvas, identity, eye)
     u, v = eye_coords(canvas, identity, eye)
     width = identity.eye_width
     t2 = np.clip((u / width) ** 2, 0, 1)

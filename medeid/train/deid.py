@@ -44,7 +44,13 @@ import torch.nn.functional as F
 from medeid import storage
 from medeid.config import DeidConfig
 from medeid.models.deid.api import MedSemDeID
-from medeid.models.deid.donors import READING_HEADS, SyntheticDonor, matching_condition, synthetic_donor
+from medeid.models.deid.donors import (
+    READING_HEADS,
+    SyntheticDonor,
+    matching_condition,
+    read_drawn,
+    synthetic_donor,
+)
 from medeid.models.deid.model import (
     POSE_SPREAD,
     DeidNetConfig,
@@ -153,11 +159,13 @@ def _medical(uri: str, settings: storage.S3Settings | None) -> MedicalNet:
 
 def load_pairs(batch: pa.Table, *, root: str, size: int, donors: list[SyntheticDonor], donor_skin: np.ndarray,
                pairs: int, seed: int, medical_uri: str | None, donor_choices: int,
-               settings: storage.S3Settings | None = None) -> dict:
+               bank_readings: dict[str, np.ndarray] | None = None, settings: storage.S3Settings | None = None
+               ) -> dict:
     """Ray Data map_batches: metadata rows -> `pairs` rows a photo: image, donor (index), donor_image
     (the donor's face as the model will get it: drawn with the condition the medical model at
     `medical_uri` reads on the photo; the bank's face without one), target, and the photo's pose
-    (`model.pose_grid`'s rotation, log scale, shift x, y)."""
+    (`model.pose_grid`'s rotation, log scale, shift x, y). `bank_readings`: the bank's `read_drawn`
+    (`drawn_table`), head -> (donors, candidates, classes)."""
     photos = load_photos(batch, root=root, size=size, with_masks=True, settings=settings)
     choices = nearest_donors(torch.from_numpy(photos["image"]), torch.from_numpy(donor_skin), donor_choices).numpy()
     medical = readings = None
@@ -173,7 +181,8 @@ def load_pairs(batch: pa.Table, *, root: str, size: int, donors: list[SyntheticD
         for donor in rng.choice(options, size=min(pairs, len(options)), replace=False):
             person = donors[donor]
             condition = Condition() if reading is None else matching_condition(
-                reading, person, medical, size, int(rng.integers(2**31 - 1)))
+                reading, person, medical, size, int(rng.integers(2**31 - 1)),
+                None if bank_readings is None else {head: table[donor] for head, table in bank_readings.items()})
             drawn = donor_swap(row, person.identity, person.camera, size)[0]
             out["image"].append(image), out["donor"].append(int(donor))
             out["donor_image"].append(person.face(size, condition))
@@ -184,18 +193,42 @@ def load_pairs(batch: pa.Table, *, root: str, size: int, donors: list[SyntheticD
             "pose": np.array(out["pose"], np.float32)}
 
 
+def read_drawn_batch(batch: dict, *, size: int, seed: int, medical_uri: str,
+                     settings: storage.S3Settings | None = None) -> dict:
+    """Ray Data map_batches: donor indices -> their `read_drawn`, one column a head."""
+    medical = _medical(medical_uri, settings)
+    read = [read_drawn(synthetic_donor(int(i), seed), size, medical) for i in batch["id"]]
+    return {"id": batch["id"], **{head: np.stack([r[head] for r in read]) for head in READING_HEADS}}
+
+
+def drawn_table(donors: int, size: int, seed: int, medical_uri: str,
+                settings: storage.S3Settings | None = None) -> dict[str, np.ndarray]:
+    """The medical model's reading of every donor of the bank drawn with every candidate condition, head ->
+    (donors, candidates, classes): drawn once, in parallel, for the training pairs and kept in the model
+    (~40 drawings a donor; each process drawing its own cost ~2.5 min of the demo's training and again
+    of its evaluation)."""
+    batches = (ray.data.range(donors, override_num_blocks=max(1, donors // 16))
+               .map_batches(read_drawn_batch, batch_size=16,
+                            fn_kwargs={"size": size, "seed": seed, "medical_uri": medical_uri,
+                                       "settings": settings})
+               .take_all())
+    order = np.argsort([row["id"] for row in batches])
+    return {head: np.stack([batches[i][head] for i in order]).astype(np.float32) for head in READING_HEADS}
+
+
 def paired_dataset(root: str, size: int, donors: list[SyntheticDonor], donor_skin: np.ndarray, cfg: DeidConfig,
-                   medical_uri: str | None, settings: storage.S3Settings | None = None) -> ray.data.Dataset:
+                   medical_uri: str | None, bank_readings: dict[str, np.ndarray] | None = None,
+                   settings: storage.S3Settings | None = None) -> ray.data.Dataset:
     """The training patients' photos with their donors and targets, drawn once (the renderer is the
     slow part). `medical_uri`: the medical model whose reading the donors are drawn with (None: the
-    bank's faces, for the ablation without Enc_med)."""
+    bank's faces, for the ablation without Enc_med); `bank_readings`: its `drawn_table`."""
     fs, path = storage.filesystem(storage.join(root, METADATA), settings)
     return (ray.data.read_parquet(path, filesystem=fs)
             .filter(lambda row: split_of(row["patient_id"], cfg.held_out) == "train")
             .map_batches(load_pairs, batch_size=16, batch_format="pyarrow",
                          fn_kwargs={"root": root, "size": size, "donors": donors, "donor_skin": donor_skin,
                                     "pairs": cfg.pairs_per_photo, "seed": cfg.seed, "medical_uri": medical_uri,
-                                    "donor_choices": cfg.donor_choices,
+                                    "donor_choices": cfg.donor_choices, "bank_readings": bank_readings,
                                     "settings": settings}))
 
 
@@ -235,7 +268,8 @@ def train_loop_per_worker(config: dict) -> None:
     recognizer = load_torch_recognizer(storage.local_copy(config["recognizer_uri"], settings))
     recognizer.requires_grad_(False)
     recognizer.to(ray.train.torch.get_device())
-    net = MedSemDeIDNet(DeidNetConfig(**config["net"]), torch.from_numpy(np.array(config["donors"])))
+    net = MedSemDeIDNet(DeidNetConfig(**config["net"]), torch.from_numpy(np.array(config["donors"])),
+                        _tensors(config["bank_readings"]))
     net.medical.load_state_dict(medical.state_dict())
     eval_images = config["eval_images"]
 
@@ -259,6 +293,10 @@ def train_loop_per_worker(config: dict) -> None:
                  ddp_kwargs={"forward_sync_buffers": False})
 
 
+def _tensors(arrays: dict[str, np.ndarray] | None) -> dict[str, torch.Tensor] | None:
+    return None if arrays is None else {name: torch.from_numpy(np.array(a)) for name, a in arrays.items()}
+
+
 def net_config(cfg: DeidConfig, medical: MedicalNet, donors: int) -> DeidNetConfig:
     return DeidNetConfig(image_size=cfg.image_size, widths=tuple(cfg.widths), key_dim=cfg.key_dim,
                          encryptor_blocks=cfg.encryptor_blocks, use_enc_med=cfg.use_enc_med,
@@ -266,7 +304,8 @@ def net_config(cfg: DeidConfig, medical: MedicalNet, donors: int) -> DeidNetConf
                          donor_seed=cfg.seed if cfg.use_enc_med else None, bank_seed=cfg.seed,
                          # It learns on the synthetic archive's central squares: detected faces get that framing.
                          crop_template=tuple(crop_template().ravel().round(4).tolist()),
-                         donor_choices=cfg.donor_choices, skin_shift=cfg.skin_shift)
+                         donor_choices=cfg.donor_choices, skin_shift=cfg.skin_shift,
+                         drawn_readings=cfg.use_enc_med)
 
 
 def train_deid(archive_root: str, models_uri: str, output_uri: str, runs_uri: str, name: str,
@@ -286,8 +325,11 @@ def train_deid(archive_root: str, models_uri: str, output_uri: str, runs_uri: st
                          "an archive made by jobs/make_synthetic_archive.py")
     n_train = len(patient_ids_by_split(archive_root, cfg.held_out, settings)["train"]) * cfg.pairs_per_photo
     started = time.monotonic()
-    datasets = {"train": paired_dataset(archive_root, cfg.image_size, people, skin_tone(donors).numpy(), cfg,
-                                        medical_uri if cfg.use_enc_med else None, settings).materialize(),
+    bank_readings = (drawn_table(cfg.donor_count, cfg.image_size, cfg.seed, medical_uri, settings)
+                     if cfg.use_enc_med else None)
+    pairs = paired_dataset(archive_root, cfg.image_size, people, skin_tone(donors).numpy(), cfg,
+                           medical_uri if cfg.use_enc_med else None, bank_readings, settings)
+    datasets = {"train": pairs.materialize(),
                 "test": archive_dataset(archive_root, "test", cfg.image_size, settings=settings,
                                         held_out=cfg.held_out).select_columns(["image"]).materialize()}
     print(f"[train_deid] {datasets['train'].count()} training pairs drawn in {time.monotonic() - started:.0f} s",
@@ -297,14 +339,14 @@ def train_deid(archive_root: str, models_uri: str, output_uri: str, runs_uri: st
                                   .iter_batches(batch_size=cfg.eval_photos, batch_format="numpy")])
     run = storage.join(runs_uri, name)
     config = {**dataclasses.asdict(cfg), "net": dataclasses.asdict(net_config(cfg, medical, len(donors))),
-              "donors": donors, "eval_images": eval_images, "medical_uri": medical_uri,
+              "donors": donors, "bank_readings": bank_readings, "eval_images": eval_images, "medical_uri": medical_uri,
               "recognizer_uri": recognizer_uri, "settings": settings, "samples_uri": storage.join(run, "samples"),
               "fail_after_epoch": fail_after_epoch,
               "steps_per_epoch": n_train // (cfg.batch_size * cfg.num_workers)}
     result = run_training(train_loop_per_worker, config, name=name, storage_uri=runs_uri, datasets=datasets,
                           num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, settings=settings)
     metrics = dict(result.metrics)
-    net = MedSemDeIDNet(net_config(cfg, medical, len(donors)), torch.from_numpy(donors))
+    net = MedSemDeIDNet(net_config(cfg, medical, len(donors)), torch.from_numpy(donors), _tensors(bank_readings))
     net.load_state_dict(read_state(result.checkpoint)["model"])
     figures = {**metrics, "train_pairs": n_train, "donors": len(donors), "archive": archive_root,
                "config": dataclasses.asdict(cfg)}

@@ -13,7 +13,10 @@ from medeid.models.deid.donors import (
     READING_HEADS,
     bank_donor,
     candidate_conditions,
+    candidate_rows,
+    drawn_readings,
     matching_condition,
+    read_drawn,
     synthetic_donor,
 )
 from medeid.models.deid.model import DeidNetConfig, MedSemDeIDNet, donor_bank
@@ -75,6 +78,37 @@ def test_the_matching_condition_is_the_drawing_that_reads_like_the_photo():
             reading = {h: p[0].numpy() for h, p in reader.classify(face).items()}
             matched = matching_condition(reading, person, reader, SIZE, pattern_seed=5)
             assert matched == dataclasses.replace(condition, pattern_seed=5)  # the key's vessel pattern
+
+
+def test_a_models_stored_readings_match_as_drawing_the_donor_again_does(tmp_path):
+    """A model keeps the reading of its whole bank drawn with every candidate (`read_drawn`): the match
+    it makes from them is the one drawing the donor again makes, and they survive saving."""
+    reader, person = PixelReader(), synthetic_donor(1, 4)
+    for disease in (STRABISMUS, CONJUNCTIVAL_REDNESS):
+        reader.disease = disease
+        stored = read_drawn(person, SIZE, reader)  # the reader's disease head is fixed: read again
+        again = drawn_readings(person, disease, SIZE, reader)
+        for head in READING_HEADS:
+            assert np.allclose(stored[head][candidate_rows()[disease]], again[head].numpy(), atol=1e-5)
+        for condition in candidate_conditions(disease):
+            face = torch.from_numpy(person.face(SIZE, condition)[None])
+            reading = {h: p[0].numpy() for h, p in reader.classify(face).items()}
+            assert (matching_condition(reading, person, reader, SIZE, 5, drawn=stored)
+                    == matching_condition(reading, person, reader, SIZE, 5) == dataclasses.replace(condition,
+                                                                                                  pattern_seed=5))
+    medical = MedicalNet(MedicalNetConfig(image_size=SIZE, widths=(8, 16, 24, 32))).eval()
+    people = [synthetic_donor(i, 4) for i in range(3)]
+    table = [read_drawn(p, SIZE, medical) for p in people]
+    drawn = {h: torch.from_numpy(np.stack([t[h] for t in table])) for h in READING_HEADS}
+    net = MedSemDeIDNet(DeidNetConfig(image_size=SIZE, widths=(8, 16, 16), medical=asdict(medical.config),
+                                      donors=3, donor_seed=4, drawn_readings=True),
+                        donor_bank([p.face(SIZE) for p in people], SIZE), drawn)
+    net.medical.load_state_dict(medical.state_dict())
+    net.save(tmp_path / "model")
+    loaded = MedSemDeIDNet.from_uri(str(tmp_path / "model"))
+    for donor in range(3):
+        assert all(np.array_equal(loaded.drawn_of(donor)[h], table[donor][h]) for h in READING_HEADS)
+    assert MedSemDeIDNet(dataclasses.replace(net.config, drawn_readings=False)).drawn_of(0) is None
 
 
 def test_with_drawable_donors_the_network_starts_from_the_donor_showing_the_read_condition():

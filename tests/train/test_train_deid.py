@@ -10,6 +10,7 @@ import torch
 from medeid import codecs, storage
 from medeid.config import DeidConfig
 from medeid.models.deid.api import RECOVERED, WRONG_PASSWORD, MedSemDeID
+from medeid.models.deid.donors import READING_HEADS, read_drawn, synthetic_donor
 from medeid.models.export import export_recognizer_pack
 from medeid.models.medical import MedicalNet, MedicalNetConfig
 from medeid.models.recognizer import Recognizer
@@ -51,6 +52,11 @@ def test_training_resumes_from_its_s3_checkpoint_and_saves_a_model_that_round_tr
     saved = json.loads((storage.local_copy(figures["model"]) / "metrics.json").read_text())
     assert saved["donors"] == 8 and saved["config"]["epochs"] == 2 and len(model.version) == 16
     assert model.net.config.donor_seed == cfg.seed  # its donors are drawn with the findings read on each photo
+    # It keeps how its medical model reads each donor drawn with each candidate: drawn once, in training.
+    medical = MedicalNet.from_uri(f"{ROOT}/models/medical")
+    for donor in (0, 7):
+        expected = read_drawn(synthetic_donor(donor, cfg.seed), 64, medical)
+        assert all(np.allclose(model.net.drawn_of(donor)[h], expected[h], atol=1e-5) for h in READING_HEADS)
     photos = [codecs.decode(storage.read_bytes(f)) for f in storage.list_files(f"{world['archive']}/photos")[:3]]
     anonymized = model.deidentify(photos, "pw")
     assert model.recover(anonymized, "pw").status == [RECOVERED] * 3

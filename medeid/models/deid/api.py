@@ -162,7 +162,8 @@ class MedSemDeID:
         for i, (donor, key) in enumerate(zip(donors.tolist(), keys)):
             person = bank_donor(donor, seed)
             condition = matching_condition({head: p[i] for head, p in probabilities.items()}, person,
-                                           self.net.medical, self.resolution, pattern_seed(key))
+                                           self.net.medical, self.resolution, pattern_seed(key),
+                                           self.net.drawn_of(donor))
             if condition != Condition():
                 drawn = torch.from_numpy(person.face(self.resolution, condition)).to(faces.device)
                 faces[i] = to_signed(drawn[None])[0]

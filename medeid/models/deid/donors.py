@@ -93,8 +93,32 @@ def candidate_conditions(disease: str, pattern_seed: int = 0) -> list[Condition]
             for side in allowed_lateralities(disease) for grade in SEVERITIES[1:] for variant in variants]
 
 
+@functools.cache
+def candidate_rows() -> dict[str, slice]:
+    """Where each disease's `candidate_conditions` sit in a donor's row of `read_drawn` (one fixed order)."""
+    rows, start = {}, 0
+    for disease in DISEASES:
+        rows[disease] = slice(start, start + len(candidate_conditions(disease)))
+        start += rows[disease].stop - rows[disease].start
+    return rows
+
+
+def candidate_count() -> int:
+    return max(rows.stop for rows in candidate_rows().values())
+
+
+@torch.no_grad()
+def read_drawn(person: SyntheticDonor, size: int, medical: MedicalNet) -> dict[str, np.ndarray]:
+    """The medical model's reading of `person` drawn with every disease's candidates (vessel pattern 0), all
+    diseases at once: (candidates, classes) a head, rows as `candidate_rows`. A model keeps this for its
+    whole bank (`MedSemDeIDNet.drawn_of`): drawing is the slow part, and every donor meets every disease."""
+    faces = np.stack([person.face(size, c) for disease in DISEASES for c in candidate_conditions(disease)])
+    device = next(medical.parameters()).device
+    return {h: p.cpu().numpy() for h, p in medical.classify(torch.from_numpy(faces).to(device)).items()}
+
+
 def matching_condition(reading: dict[str, np.ndarray], person: SyntheticDonor, medical: MedicalNet, size: int,
-                       pattern_seed: int = 0) -> Condition:
+                       pattern_seed: int = 0, drawn: dict[str, np.ndarray] | None = None) -> Condition:
     """The condition to draw `person` with so that the medical model reads the drawn face as it read the
     photo. `reading`: its class probabilities for one photo (`READING_HEADS`). Among the likeliest
     disease's `candidate_conditions`, the one whose drawing's reading is closest (KL divergence over
@@ -102,12 +126,16 @@ def matching_condition(reading: dict[str, np.ndarray], person: SyntheticDonor, m
     mild squint or ptosis drawn on a stranger reads as healthy. In-process (400 patients, drawings in
     the photo's pose on another donor, tumours aside), the disease was read right on the drawings
     97.8 % as often as on the photos with the match, 90.5 % with the argmax. `pattern_seed` picks the
-    vessel pattern, which no reading holds."""
+    vessel pattern, which no reading holds. `drawn`: `person`'s `read_drawn`, when the caller keeps it
+    (else drawn here, and kept for the process)."""
     disease = DISEASES[int(np.argmax(reading["disease"]))]
     candidates = candidate_conditions(disease)
     if len(candidates) == 1:
         return candidates[0]
-    drawn = drawn_readings(person, disease, size, medical)
+    if drawn is None:
+        drawn = drawn_readings(person, disease, size, medical)
+    else:
+        drawn = {h: torch.as_tensor(drawn[h][candidate_rows()[disease]]) for h in READING_HEADS}
     divergence = sum((torch.from_numpy(reading[h]).clamp_min(1e-6).log() - drawn[h].clamp_min(1e-6).log())
                      .mul(torch.from_numpy(reading[h])).sum(1) for h in READING_HEADS)
     return dataclasses.replace(candidates[int(divergence.argmin())], pattern_seed=pattern_seed)

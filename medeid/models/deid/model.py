@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medeid import storage
+from medeid.models.deid.donors import READING_HEADS, candidate_count
 from medeid.models.folder import read_model, save_model
 from medeid.models.medical import MedicalNet, MedicalNetConfig
 from medeid.pixels import to_signed
@@ -94,6 +95,10 @@ class DeidNetConfig:
     # beard as the synthetic world drew it (not the network's). False: the photo as it is (and every
     # model saved before this field).
     skin_shift: bool = False
+    # The model keeps the medical model's reading of every donor drawn with every candidate condition
+    # (`medeid.models.deid.donors.read_drawn`; buffers `drawn_<head>`), so inference draws only the face
+    # it picks (`matching_condition`). False: drawn and read when first needed (models saved before).
+    drawn_readings: bool = False
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -148,7 +153,8 @@ class IdEncryptor(nn.Module):
 
 
 class MedSemDeIDNet(nn.Module):
-    def __init__(self, config: DeidNetConfig, donors: torch.Tensor | None = None):
+    def __init__(self, config: DeidNetConfig, donors: torch.Tensor | None = None,
+                 drawn: dict[str, torch.Tensor] | None = None):
         super().__init__()
         self.config = config
         w, size = config.widths, config.image_size
@@ -171,6 +177,18 @@ class MedSemDeIDNet(nn.Module):
             donors = torch.zeros(config.donors, size, size, 3, dtype=torch.uint8)
         self.register_buffer("donors", donors)
         self.register_buffer("donor_skin", skin_tone(donors))
+        if config.drawn_readings:
+            classes = {"disease": self.medical.config.num_diseases, "laterality": self.medical.config.num_lateralities,
+                       "severity": self.medical.config.num_severities}
+            for head, count in classes.items():
+                self.register_buffer(f"drawn_{head}", torch.zeros(config.donors, candidate_count(), count)
+                                     if drawn is None else drawn[head])
+
+    def drawn_of(self, donor: int) -> dict[str, np.ndarray] | None:
+        """Donor `donor`'s `read_drawn`, when the model keeps its bank's (`DeidNetConfig.drawn_readings`)."""
+        if not self.config.drawn_readings:
+            return None
+        return {head: getattr(self, f"drawn_{head}")[donor].cpu().numpy() for head in READING_HEADS}
 
     def train(self, mode: bool = True) -> "MedSemDeIDNet":
         super().train(mode)
