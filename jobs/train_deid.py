@@ -29,9 +29,11 @@ def main() -> int:
     parser.add_argument("--config", default="demo", help="preset name or YAML file")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--without-enc-med", action="store_true", help="train the ablation without Enc_med")
+    parser.add_argument("--pairs-per-photo", type=int, help="training targets drawn per photo (overrides the preset)")
     args = parser.parse_args()
     config = load_config(args.config, {"deid.epochs": args.epochs,
-                                       "deid.use_enc_med": False if args.without_enc_med else None})
+                                       "deid.use_enc_med": False if args.without_enc_med else None,
+                                       "deid.pairs_per_photo": args.pairs_per_photo})
     print("config:", json.dumps(config.to_dict()["deid"]), flush=True)
 
     init_ray()

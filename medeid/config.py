@@ -137,6 +137,9 @@ class MemaConfig:
     min_sharpness: float = 5.0  # variance of the Laplacian, on the 0..255 grey image
     min_contrast: float = 12.0  # standard deviation of the grey image
     min_confidence: float = 0.0  # plausibility: the classifier must also be this sure
+    # The eye-band attackers' audit of the released images (periocular recogniser, pixel copies). Off only
+    # where it runs elsewhere (the multi-node placement test): the card then FAILs its bars as "not run".
+    audit_attacks: bool = True
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ REAL_SHARED, REAL_CHECK = f"{REAL}-anonymized", f"{REAL}-check"
 # 2-core machine; on a slower one, or sharing its cores, 900 s was not enough).
 STEP_TIMEOUT_S = 3600
 ABLATION_EPOCHS = 3  # of MedSem-DeID's 6 (`DeidConfig.epochs`)
+ABLATION_PAIRS = 1  # a photo (of MedSem-DeID's 2): a quarter of its steps, half its pairs to draw
 DETECTOR_EPOCHS = 10  # of the preset's 20: held-out recall 0.99 at 10 epochs; the demo's archive needs no more
 
 STEPS = [  # (what, entrypoint)
@@ -55,11 +56,12 @@ STEPS = [  # (what, entrypoint)
                                         "--output", MEMA, "--compare-strategies"]),
     ("MeMa", ["jobs/build_mema.py", "--archive", ARCHIVE, "--models", MODELS, "--output", MEMA]),
     ("MedSem-DeID", ["jobs/train_deid.py", "--archive", ARCHIVE, "--models", MODELS, "--output", DEID]),
-    # Half the epochs (~5 min saved): without Enc_med it has no reading to draw the findings from, which
-    # no training length changes (disease ratio 0.38 at 6 epochs, 0.41 at 3 in the demo of 2026-12-02).
+    # A quarter of the steps (~6 min saved): without Enc_med it has no reading to draw the findings from,
+    # which no training length changes (disease ratio 0.38 at 6 epochs, 0.41 at 3 in the demo of 2026-12-02).
     ("MedSem-DeID without Enc_med (ablation)", ["jobs/train_deid.py", "--archive", ARCHIVE, "--models", MODELS,
                                                 "--output", DEID_ABLATION, "--name", "deid-without-enc-med",
-                                                "--without-enc-med", "--epochs", str(ABLATION_EPOCHS)]),
+                                                "--without-enc-med", "--epochs", str(ABLATION_EPOCHS),
+                                                "--pairs-per-photo", str(ABLATION_PAIRS)]),
     ("de-identification evaluated against the baselines", ["jobs/evaluate.py", "--archive", ARCHIVE,
                                                            "--models", MODELS, "--deid", DEID,
                                                            "--deid-without-enc-med", DEID_ABLATION,

@@ -54,6 +54,9 @@ def _value(bar: dict) -> str:
         return _pct(value)
     if bar["unit"] == "dB":
         return "exact (∞)" if value >= PSNR_CAP else f"{value:.1f} dB"
+    if bar.get("interval"):
+        low, high = bar["interval"]
+        return f"{_num(value)} (95 % CI {_num(low)}–{_num(high)})"
     return _num(value)
 
 
@@ -161,7 +164,10 @@ def _markdown(f: dict, pictures: list[str]) -> str:
         "- **re-id %**: the held-out evaluator recogniser's top-1 retrieval of each de-identified photo among all "
         "held-out originals hits the same patient. A photo in which the evaluator finds no face is not re-identified.",
         "- **ratios**: the medical model's disease accuracy, and its mean lesion Dice over tumour photos, on the "
-        "de-identified photos divided by the same on the originals. Baselines get the true lesion masks.",
+        "de-identified photos divided by the same on the originals. Baselines get the true lesion masks. Beside "
+        "each utility bar, its 95 % interval over held-out patients drawn with replacement (a patient with all "
+        "their photos): with under a hundred patients a ratio moves by a few hundredths from sampling alone, so "
+        "a value within its interval of the bar is not yet a clear PASS or FAIL.",
         "- **worst attacker**: the highest re-identification by any attacker of the suite below, with only the "
         "patient's other photos in the gallery; **laterality ratio**: the medical model's laterality accuracy, "
         "de-identified over originals; **seam**: the colour step across the border of the eye region over the "

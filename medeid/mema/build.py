@@ -124,7 +124,9 @@ def build_mema(archive_root: str, models: Models, output_uri: str, cfg: Config, 
         ensure_index(archive_root, models.evaluator, evaluator_index, settings)
         audit_released(storage.join(output_uri, SHARDS), models.evaluator, evaluator_index,
                        storage.join(output_uri, AUDIT), settings)
-    if result.released:
+    if result.released and not cfg.mema.audit_attacks:
+        print("[build_mema] attack audit off in the config: the card's eye-band bars FAIL as not run", flush=True)
+    elif result.released:
         found = audit_released_attacks(storage.join(output_uri, SHARDS), archive_root,
                                        storage.join(output_uri, ATTACKS), settings)
         print(f"[build_mema] attack audit of {found['released']} released images: {found['periocular_matches']} "

@@ -29,6 +29,7 @@ def run_job(cluster: LocalCluster, argv: list[str], watch: str, remove_when=None
     """Run a job against the cluster; the nodes its `watch` actors were seen on; optionally remove,
     once `remove_when()` holds, a worker node that holds one of them."""
     env = {**os.environ, "RAY_ADDRESS": cluster.address, "PYTHONPATH": str(ROOT)}
+    started = time.monotonic()
     job = subprocess.Popen([sys.executable, *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     seen, removed = set(), None
@@ -44,7 +45,8 @@ def run_job(cluster: LocalCluster, argv: list[str], watch: str, remove_when=None
     # Every actor of that class the cluster has had: pools that lived between polls too (the scenarios
     # watching the same class run in order, and only the first one's nodes are checked).
     seen |= actor_nodes(watch, alive_only=False)
-    return {"returncode": job.returncode, "output": output[-6000:], "nodes": sorted(seen), "removed": removed}
+    return {"returncode": job.returncode, "output": output[-6000:], "nodes": sorted(seen), "removed": removed,
+            "seconds": round(time.monotonic() - started, 1)}
 
 
 def main() -> int:

@@ -104,6 +104,34 @@ def test_evaluate_methods_measures_ratios_against_the_originals():
     json.dumps(f)  # every figure is JSON
 
 
+def test_utility_intervals_resample_patients_and_narrow_with_more_of_them():
+    rng = np.random.default_rng(1)
+
+    def intervals(patients: int, photos: int = 4) -> dict:
+        ids = np.repeat(np.arange(patients), photos)
+        diseases = rng.integers(0, len(DISEASES), len(ids))
+        truth = HeldOut(ids, diseases)
+        vectors = np.zeros((len(ids), 8), np.float32)
+        original = outputs(vectors, diseases, np.where(truth.tumour, 0.8, 0.0))
+        # 10 % of the photos read wrong after de-identification, and tumour Dice falls by a quarter.
+        wrong = rng.random(len(ids)) < 0.1
+        deid = outputs(vectors, np.where(wrong, (diseases + 1) % len(DISEASES), diseases),
+                       np.where(truth.tumour, 0.6, 0.0))
+        figures = evaluate_methods(truth, original, {MAIN: deid}, match_threshold=0.5)["methods"][MAIN]
+        return figures, figures["utility_intervals"]
+
+    figures, few = intervals(20)
+    low, high = few["disease_accuracy_ratio"]
+    assert low < figures["disease_accuracy_ratio"] < high and high - low > 0.05
+    assert few["dice_ratio"] == pytest.approx([0.75, 0.75])  # every tumour photo lost the same quarter
+    assert few["laterality_accuracy_ratio"] is None  # no laterality read: no interval
+    _, many = intervals(500)
+    assert np.diff(many["disease_accuracy_ratio"])[0] < (high - low) / 3  # 25x the patients: a fifth as wide
+    # The bar shows its interval and is judged on the value itself.
+    bar = next(b for b in quality_bars({MAIN: {**figures, "recovery_psnr": None}}) if b["measure"] == "disease accuracy ratio")
+    assert bar["interval"] == [low, high] and bar["passed"] == (figures["disease_accuracy_ratio"] >= 0.95)
+
+
 def figures_of(reid: float, accuracy: float, dice: float) -> dict:
     return {"reidentification_rate": reid, "disease_accuracy_ratio": accuracy, "dice_ratio": dice}
 
@@ -164,6 +192,7 @@ def test_render_report_writes_the_tables_plots_and_numbers(tmp_path):
     assert "| re-identification, full-face evaluator (own original in the gallery) | <= 5% | 25.0% | FAIL |" in text
     assert "The attack suite was not run." in text
     assert "| recovery PSNR (right password) | >= 30 dB | exact (∞) | PASS |" in text
+    assert "| disease accuracy ratio | >= 0.95 | 0.750 (95 % CI " in text  # two patients: a wide interval
     assert "abc123" in text and "some FAIL" in text
     assert json.loads((tmp_path / "eval" / FIGURES).read_text())["methods"][MAIN]["reidentification_rate"] == 0.25
     for name in (GRID, PLOT):
