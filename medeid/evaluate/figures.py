@@ -162,8 +162,8 @@ def utility_intervals(truth: HeldOut, original: MethodOutputs, outputs: MethodOu
     if outputs.predicted_laterality is not None and truth.lateralities is not None:
         laterality = interval(outputs.predicted_laterality == truth.lateralities,
                               original.predicted_laterality == truth.lateralities)
-    return {"disease_accuracy_ratio": interval(outputs.predicted == truth.diseases, original.predicted == truth.diseases),
-            "laterality_accuracy_ratio": laterality,
+    disease = interval(outputs.predicted == truth.diseases, original.predicted == truth.diseases)
+    return {"disease_accuracy_ratio": disease, "laterality_accuracy_ratio": laterality,
             "dice_ratio": interval(np.where(tumour, outputs.dice, 0), np.where(tumour, original.dice, 0))}
 
 
@@ -249,7 +249,8 @@ def quality_bars(methods: dict[str, dict], main: str = MAIN) -> list[dict]:
              m["reidentification_rate"],
              _at_most(m["reidentification_rate"], REID_BAR), "%"),
         _bar("disease accuracy ratio", f">= {ACCURACY_RATIO_BAR}", m["disease_accuracy_ratio"],
-             _at_least(m["disease_accuracy_ratio"], ACCURACY_RATIO_BAR), interval=intervals.get("disease_accuracy_ratio")),
+             _at_least(m["disease_accuracy_ratio"], ACCURACY_RATIO_BAR),
+             interval=intervals.get("disease_accuracy_ratio")),
         _bar("lesion Dice ratio", f">= {DICE_RATIO_BAR}", m["dice_ratio"], _at_least(m["dice_ratio"], DICE_RATIO_BAR),
              interval=intervals.get("dice_ratio")),
         *([_bar("laterality accuracy ratio", f">= {LATERALITY_RATIO_BAR}", m["laterality_accuracy_ratio"],
