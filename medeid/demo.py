@@ -56,8 +56,8 @@ STEPS = [  # (what, entrypoint)
                                         "--output", MEMA, "--compare-strategies"]),
     ("MeMa", ["jobs/build_mema.py", "--archive", ARCHIVE, "--models", MODELS, "--output", MEMA]),
     ("MedSem-DeID", ["jobs/train_deid.py", "--archive", ARCHIVE, "--models", MODELS, "--output", DEID]),
-    # A quarter of the steps (~6 min saved): without Enc_med it has no reading to draw the findings from,
-    # which no training length changes (disease ratio 0.38 at 6 epochs, 0.41 at 3 in the demo of 2026-12-02).
+    # A quarter of the steps (493 -> 264 s in the demo of 2026-12-04): without Enc_med it has no reading to draw
+    # the findings from, which no training length changes (disease ratio 0.38 at 6 epochs, 0.41 at 3 on 2026-12-02).
     ("MedSem-DeID without Enc_med (ablation)", ["jobs/train_deid.py", "--archive", ARCHIVE, "--models", MODELS,
                                                 "--output", DEID_ABLATION, "--name", "deid-without-enc-med",
                                                 "--without-enc-med", "--epochs", str(ABLATION_EPOCHS),
