@@ -126,7 +126,7 @@ def test_utility_intervals_resample_patients_and_narrow_with_more_of_them():
     assert few["dice_ratio"] == pytest.approx([0.75, 0.75])  # every tumour photo lost the same quarter
     assert few["laterality_accuracy_ratio"] is None  # no laterality read: no interval
     _, many = intervals(500)
-    assert np.diff(many["disease_accuracy_ratio"])[0] < (high - low) / 3  # 25x the patients: a fifth as wide
+    assert np.diff(many["disease_accuracy_ratio"])[0] < (high - low) / 3  # 25x the patients: ~1/5 as wide
     # The bar shows its interval and is judged on the value itself.
     bars = quality_bars({MAIN: {**figures, "recovery_psnr": None}})
     bar = next(b for b in bars if b["measure"] == "disease accuracy ratio")
