@@ -11,7 +11,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 
 from medeid import storage
-from medeid.pipelines.synthetic_archive import read_metadata
 
 AGE_BANDS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 120)  # band i is [AGE_BANDS[i], AGE_BANDS[i+1])
 FINDINGS_SEPARATOR = "; "
@@ -69,6 +68,8 @@ def cohort_statistics(archive_root: str, settings: storage.S3Settings | None = N
     The metadata table is small beside the photos (a million photos: tens of MB), so it is read whole
     and counted here. Ray Data's group-bys each start a shuffle of 200 partitions, whatever the size:
     ~40 s for the seven this takes on two cores, on 90 photos as on a million."""
+    from medeid.pipelines.synthetic_archive import read_metadata  # Ray: only where an archive is read
+
     photos = read_metadata(archive_root, settings).select(["patient_id", "age", "sex", "disease", "laterality",
                                                           "severity", "findings"])
     labels: dict[str, tuple] = {}  # patient -> (age band, sex, disease, presentation)

@@ -8,6 +8,7 @@ CLIP BPE tokenizer built offline over the prompt vocabulary, and fine-tunes it l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import string
 from dataclasses import dataclass
@@ -29,6 +30,19 @@ PROMPT_WORDS = (
 
 
 TOKENIZER_DIR = Path(__file__).parent / "tokenizer"
+# The committed base generator (`jobs/pretrain_generator.py`), named in configs as `medeid:generator_base`.
+PACKAGED_PREFIX = "medeid:"
+PACKAGED_MODELS = Path(__file__).parent
+
+
+def resolve_uri(uri: str) -> str:
+    """`medeid:<name>` -> the folder shipped in the package; any other URI unchanged."""
+    if not uri.startswith(PACKAGED_PREFIX):
+        return uri
+    folder = PACKAGED_MODELS / uri.removeprefix(PACKAGED_PREFIX)
+    if not (folder / "model_index.json").exists():
+        raise FileNotFoundError(f"{uri} names no pipeline shipped with medeid (looked in {folder})")
+    return str(folder)
 
 
 def build_tokenizer(max_length: int = 77):
@@ -76,6 +90,11 @@ class TinyGeneratorConfig:
     vae_channels: tuple[int, ...] = (16, 32, 32)  # three blocks: latents at 1/4 of the image
     text_width: int = 32
     text_layers: int = 2
+    # One per UNet level, top first (the up blocks mirror them); cross-attention where the text steers.
+    down_blocks: tuple[str, ...] = ("CrossAttnDownBlock2D", "DownBlock2D")
+
+
+UP_BLOCK = {"CrossAttnDownBlock2D": "CrossAttnUpBlock2D", "DownBlock2D": "UpBlock2D"}
 
 
 def build_tiny_pipeline(config: TinyGeneratorConfig = TinyGeneratorConfig(), seed: int = 0):
@@ -88,8 +107,8 @@ def build_tiny_pipeline(config: TinyGeneratorConfig = TinyGeneratorConfig(), see
     latent_size = config.resolution // 2 ** (len(config.vae_channels) - 1)
     unet = UNet2DConditionModel(
         sample_size=latent_size, in_channels=4, out_channels=4, block_out_channels=config.unet_channels,
-        layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=config.text_width,
+        layers_per_block=1, down_block_types=config.down_blocks,
+        up_block_types=tuple(UP_BLOCK[b] for b in reversed(config.down_blocks)), cross_attention_dim=config.text_width,
         attention_head_dim=8, norm_num_groups=8)
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, block_out_channels=config.vae_channels, latent_channels=4,
@@ -109,12 +128,22 @@ def build_tiny_pipeline(config: TinyGeneratorConfig = TinyGeneratorConfig(), see
 
 
 def load_pipeline(uri: str, settings: storage.S3Settings | None = None, dtype: torch.dtype = torch.float32):
-    """A pipeline saved with `save_pretrained`, from a folder or an S3 prefix; never downloads."""
+    """A pipeline saved with `save_pretrained`, from a folder, an S3 prefix or `medeid:<name>` (shipped in
+    the package); never downloads."""
     from diffusers import StableDiffusionPipeline
 
-    directory = storage.local_copy(uri, settings)
+    directory = storage.local_copy(resolve_uri(uri), settings)
     if not (directory / "model_index.json").exists():
         raise FileNotFoundError(f"model_index.json is missing from the generator at {uri}: expected a folder "
                                 f"written by StableDiffusionPipeline.save_pretrained")
     return StableDiffusionPipeline.from_pretrained(str(directory), local_files_only=True, dtype=dtype,
                                                    safety_checker=None, requires_safety_checker=False)
+
+
+def weights_version(directory: str | Path) -> str:
+    """sha256 prefix over every weight file of a saved pipeline: names MeMa's generator."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(directory).rglob("*.safetensors")):
+        digest.update(path.relative_to(directory).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

@@ -11,7 +11,6 @@ the driver assembles the final pipeline from the last one and writes it with `sa
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import tempfile
@@ -29,7 +28,7 @@ from torch import nn
 from medeid import codecs, storage
 from medeid.config import GeneratorConfig
 from medeid.mema.prompts import prompt
-from medeid.models.generator import build_tiny_pipeline, load_pipeline
+from medeid.models.generator import build_tiny_pipeline, load_pipeline, weights_version
 from medeid.models.identity import centred_crop
 from medeid.pipelines.synthetic_archive import METADATA
 from medeid.pixels import to_signed
@@ -293,15 +292,6 @@ def _report(pipe, cfg, vae_trained, metrics, optimizer, ema, params, epoch, step
             torch.save(state, os.path.join(directory, TRAINER_STATE))
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(metrics, checkpoint=checkpoint)
-
-
-def weights_version(directory: str | Path) -> str:
-    """sha256 prefix over every weight file of a saved pipeline: names MeMa's generator."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(directory).rglob("*.safetensors")):
-        digest.update(path.relative_to(directory).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def assemble_pipeline(cfg: GeneratorConfig, checkpoint_dir: str | Path, settings=None):
