@@ -56,23 +56,26 @@ def main() -> int:
     for field in ("patients", "batch_size", "vae_steps", "unet_steps", "vae_seconds", "unet_seconds"):
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(getattr(defaults, field)),
                             default=getattr(defaults, field))
+    parser.add_argument("--init", help="continue this base (a folder or medeid:<name>) instead of starting afresh")
+    parser.add_argument("--no-throughput", action="store_true", help="skip the images/s measurement")
     parser.add_argument("--per-disease", type=int, default=8, help="samples per disease in samples.png")
     args = parser.parse_args()
     cfg = dataclasses.replace(defaults, **{f: getattr(args, f) for f in (
-        "patients", "batch_size", "vae_steps", "unet_steps", "vae_seconds", "unet_seconds")})
+        "patients", "batch_size", "vae_steps", "unet_steps", "vae_seconds", "unet_seconds")}, init=args.init)
     output = Path(args.output)
     info = pretrain_base(output, cfg, device=args.device, log=lambda m: print(f"[pretrain_generator] {m}", flush=True))
 
     generator = FaceGenerator(load_pipeline(str(output)), SAMPLE_STEPS, SAMPLE_GUIDANCE)
     rows = showcase_rows()
-    images = [list(generator.generate([prompt(r, cfg.prompt_template)] * args.per_disease, list(range(args.per_disease))))
-              for r in rows]
+    seeds = list(range(args.per_disease))
+    images = [list(generator.generate([prompt(r, cfg.prompt_template)] * len(seeds), seeds)) for r in rows]
     image_grid(images, [r["disease"] for r in rows], [f"seed {s}" for s in range(args.per_disease)]).save(
         output / "samples.png")
-    info["throughput"] = throughput(output, args.device)
+    if not args.no_throughput:
+        info["throughput"] = throughput(output, args.device)
     (output / "generator.json").write_text(json.dumps(info, indent=1))
-    print(f"[pretrain_generator] {json.dumps({k: info[k] for k in ('version', 'unet_steps', 'vae_l1', 'throughput')})}",
-          flush=True)
+    figures = {k: info.get(k) for k in ("version", "unet_steps", "vae_l1", "throughput")}
+    print(f"[pretrain_generator] {json.dumps(figures)}", flush=True)
     return 0
 
 

@@ -27,7 +27,13 @@ import torch
 import torch.nn.functional as F
 
 from medeid.mema.prompts import prompt
-from medeid.models.generator import TinyGeneratorConfig, build_tiny_pipeline, weights_version
+from medeid.models.generator import (
+    TinyGeneratorConfig,
+    build_tiny_pipeline,
+    load_pipeline,
+    resolve_uri,
+    weights_version,
+)
 from medeid.pixels import to_signed
 
 # The base draws the archive's 128 px photos directly; latents at 1/4 (32 x 32), the top UNet level
@@ -58,6 +64,8 @@ class BasePretrainConfig:
     vae_seconds: float = 90.0
     unet_seconds: float = 300.0
     seed: int = 0
+    # Continue a base already built (its VAE kept, no VAE steps): a longer training in several sittings.
+    init: str | None = None
 
 
 def _render(row: dict) -> np.ndarray:
@@ -123,13 +131,21 @@ def pretrain_base(output_dir: str | Path, cfg: BasePretrainConfig = BasePretrain
     images, rows = population(cfg)
     log(f"population: {len(images)} photos of {cfg.patients} patients (cohort seed {cfg.population_seed}), "
         f"{time.monotonic() - started:.0f} s")
-    pipe = build_tiny_pipeline(BASE_ARCHITECTURE, seed=cfg.seed).to(device)
+    if cfg.init:
+        pipe = load_pipeline(cfg.init).to(device)
+        previous = json.loads((Path(resolve_uri(cfg.init)) / INFO_FILE).read_text())
+        vae_figures = {k: previous[k] for k in ("vae_steps", "vae_loss", "vae_s")}
+    else:
+        pipe = build_tiny_pipeline(BASE_ARCHITECTURE, seed=cfg.seed).to(device)
     pixels = to_signed(images).to(device)
-    vae_figures = _pretrain_vae(pipe.vae, pixels, cfg, rng, log)
+    if not cfg.init:
+        vae_figures = _pretrain_vae(pipe.vae, pixels, cfg, rng, log)
     vae = pipe.vae.eval().requires_grad_(False)
     means, stds = _posteriors(vae, pixels)
-    scaling = float(1.0 / means.pow(2).mean().sqrt())  # unit-variance latents, as SD's own factor gives
-    vae.register_to_config(scaling_factor=scaling)
+    if not cfg.init:
+        scaling = float(1.0 / means.pow(2).mean().sqrt())  # unit-variance latents, as SD's own factor gives
+        vae.register_to_config(scaling_factor=scaling)
+    scaling = vae.config.scaling_factor
     reconstruction = vae.decode(means[:64]).sample
     vae_figures["vae_l1"] = round(float(F.l1_loss(reconstruction, pixels[:64])), 5)
     log(f"vae: {vae_figures}")
@@ -177,13 +193,19 @@ def pretrain_base(output_dir: str | Path, cfg: BasePretrainConfig = BasePretrain
     pipe.unet.eval(), pipe.text_encoder.eval()
     output_dir = Path(output_dir)
     pipe.to("cpu", torch.float16).save_pretrained(output_dir)  # fp16 on disk: loaders cast to their dtype
+    earlier = [previous] if cfg.init else []  # the sittings before this one, oldest first
+    sittings = [*(earlier[0].get("sittings") or [earlier[0]] if earlier else []),
+                {"unet_steps": step, "unet_s": round(unet_s, 1), "batch_size": cfg.batch_size,
+                 "unet_loss": round(float(np.mean(losses[-20:])), 5) if losses else None,
+                 "device": torch.cuda.get_device_name() if device.startswith("cuda") else device}]
     info = {"version": weights_version(output_dir), "kind": "base (public synthetic population, from scratch)",
             "population": {"patients": cfg.patients, "photos": len(images), "cohort_seed": cfg.population_seed},
             "architecture": dataclasses.asdict(BASE_ARCHITECTURE), **vae_figures,
-            "unet_steps": step, "unet_s": round(unet_s, 1), "unet_loss": round(float(np.mean(losses[-20:])), 5)
-            if losses else None, "device": torch.cuda.get_device_name() if device.startswith("cuda") else device,
-            "torch": torch.__version__, "total_s": round(time.monotonic() - started, 1),
-            "config": dataclasses.asdict(cfg)}
+            "unet_steps": sum(s["unet_steps"] for s in sittings),
+            "unet_s": round(sum(s["unet_s"] for s in sittings), 1),
+            "unet_loss": sittings[-1]["unet_loss"], "continued_from": previous["version"] if cfg.init else None,
+            "sittings": sittings, "device": sittings[-1]["device"], "torch": torch.__version__,
+            "total_s": round(time.monotonic() - started, 1), "config": dataclasses.asdict(cfg)}
     (output_dir / INFO_FILE).write_text(json.dumps(info, indent=1))
     log(f"base generator {info['version']}: {step} UNet steps in {unet_s:.0f} s -> {output_dir}")
     return info
