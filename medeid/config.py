@@ -140,6 +140,10 @@ class MemaConfig:
     # The eye-band attackers' audit of the released images (periocular recogniser, pixel copies). Off only
     # where it runs elsewhere (the multi-node placement test): the card then FAILs its bars as "not run".
     audit_attacks: bool = True
+    # Train on synthetic, test on real (`mema/tstr.py`): the medical model trained on the released images
+    # alone, tested on the archive's held-out patients beside the real-trained one (`<medical>/metrics.json`).
+    # Off, the card FAILs its two TSTR bars as not run.
+    tstr: bool = True
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from medeid.mema.attack_audit import ATTACKS, audit_released_attacks
 from medeid.mema.audit import audit_released
 from medeid.mema.sampling import sample_conditions
 from medeid.mema.statistics import CohortStatistics, cohort_statistics
+from medeid.mema.tstr import TSTR, run_tstr
 from medeid.models.identity_index import IdentityIndex
 from medeid.pipelines.identity_index import build_identity_index
 from medeid.pipelines.mema import (AUDIT, CONDITIONS, REJECTIONS, SHARDS, STAGES, STATISTICS, Models, Progress,
@@ -132,6 +133,17 @@ def build_mema(archive_root: str, models: Models, output_uri: str, cfg: Config, 
         print(f"[build_mema] attack audit of {found['released']} released images: {found['periocular_matches']} "
               f"periocular matches (threshold {found['threshold']:.3f}), {found['pixel_copies']} pixel copies "
               f"({found['seconds']} s)", flush=True)
+    if result.released and not cfg.mema.tstr:
+        print("[build_mema] train-on-MeMa test off in the config: the card's TSTR bars FAIL as not run", flush=True)
+    elif result.released:
+        tstr = run_tstr(storage.join(output_uri, SHARDS), archive_root, models.medical, storage.join(output_uri, TSTR),
+                        settings)
+        if tstr:
+            disease, dice = tstr["figures"]["disease_accuracy"], tstr["figures"]["tumour_dice"]
+            print(f"[build_mema] train on MeMa ({tstr['mema_images']} images, {tstr['epochs']} epochs), test on real: "
+                  f"disease accuracy {disease['mema']:.3f} vs {disease['real']:.3f} trained on real "
+                  f"(ratio {_ratio(disease)}), lesion Dice {_ratio(dice, 'mema')} vs {_ratio(dice, 'real')} "
+                  f"(ratio {_ratio(dice)})", flush=True)
     result.seconds = round(time.monotonic() - started, 1)
     if card:
         from medeid.mema.card import write_card
@@ -142,6 +154,11 @@ def build_mema(archive_root: str, models: Models, output_uri: str, cfg: Config, 
            "archive": archive_root, "config": cfg.to_dict()}
     storage.write_bytes(storage.join(output_uri, "run.json"), json.dumps(run, indent=1).encode(), settings)
     return result
+
+
+def _ratio(row: dict, key: str = "ratio") -> str:
+    value = row[key]
+    return "n/a" if value is None or value != value else f"{value:.3f}"
 
 
 def package_versions() -> dict:

@@ -50,7 +50,8 @@ def markdown(f: dict, config: dict, versions: dict, pictures: list[str]) -> str:
     if f["audit"] is None:
         lines += ["**The evaluator audit was not run** (no `audit/` table)"
                   + (": the privacy bar cannot pass without it." if f["released"] else "."), ""]
-    lines += _privacy_section(f, pictures) + _funnel_section(f) + _distribution_section(f) + _rejection_section(f)
+    lines += _privacy_section(f, pictures) + _tstr_section(f) + _funnel_section(f) + _distribution_section(f)
+    lines += _rejection_section(f)
     lines += ["## MeMa-Seg", "", f"{f['mema_seg']} released images carry a lesion mask made by the segmenter"
               + (" (see [mema_seg.png](mema_seg.png))." if "mema_seg.png" in pictures else "."), ""]
     lines += ["## Pictures", ""] + [f"- [{p}]({p})" for p in pictures] + [""]
@@ -105,6 +106,23 @@ def _privacy_section(f: dict, pictures: list[str]) -> list[str]:
                   "`nearest_real.png` shows real patients' photos, so it is kept in `private/attacks/` for the "
                   "auditors and never ships with MeMa.", ""]
     return lines
+
+
+def _tstr_section(f: dict) -> list[str]:
+    lines = ["## Train on MeMa, test on real", "",
+             "The medical model (`medeid/train/medical.py`: the same network, loss and config as the real-trained "
+             "one, and as many optimisation steps) trained on the released images alone (their conditioned labels, "
+             "MeMa-Seg's masks for the lesion head), and tested on the archive's held-out real patients beside the "
+             "model trained on the real training patients (`medeid/mema/tstr.py`).", ""]
+    tstr = f["tstr"]
+    if tstr is None:
+        return lines + ["**Not run** (no `tstr/figures.json`): the two TSTR bars cannot pass without it.", ""]
+    rows = [[key.replace("_", " "), num(row["mema"]), num(row["real"]), num(row["ratio"])]
+            for key, row in tstr["figures"].items()]
+    lines += [f"{tstr['mema_images']} MeMa images, {tstr['epochs']} epochs; the real-trained model saw "
+              f"{tstr.get('real_train_photos')} photos.", ""]
+    header = ["figure on real held-out photos", "trained on MeMa", "trained on real", "ratio"]
+    return lines + _table(header, rows) + [""]
 
 
 def _funnel_section(f: dict) -> list[str]:

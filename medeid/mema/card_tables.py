@@ -16,6 +16,7 @@ from medeid.mema.statistics import CohortStatistics
 
 CONDITIONS, SHARDS, REJECTIONS, AUDIT, STATISTICS, CARD = (
     "conditions", "shards", "rejections", "audit", "statistics.json", "card")
+TSTR_FIGURES = "tstr/figures.json"  # `mema/tstr.py` writes it
 STAGES = schema.MEMA_STAGES
 
 
@@ -29,6 +30,7 @@ class MeMaTables:
     audit: pa.Table | None  # None: the audit was not run
     attacks: pa.Table | None  # schema.MEMA_ATTACKS; None: the attack audit was not run
     auditor: dict | None  # the periocular auditor's threshold and strength (`attack_audit.train_auditor`)
+    tstr: dict | None  # train on MeMa, test on real (`mema/tstr.py`'s figures.json); None: not run
     cohort: CohortStatistics | None
     shards_fs: object
     shard_paths: list[str]
@@ -75,9 +77,13 @@ def load_tables(root: str, settings) -> MeMaTables:
     auditor_uri = storage.join(root, ATTACKS, AUDITOR)
     auditor = json.loads(storage.read_bytes(auditor_uri, settings)) if storage.exists(auditor_uri, settings) else None
 
+    tstr_uri = storage.join(root, TSTR_FIGURES)
+    tstr = json.loads(storage.read_bytes(tstr_uri, settings)) if storage.exists(tstr_uri, settings) else None
+
     statistics_uri = storage.join(root, STATISTICS)
     cohort = CohortStatistics.load(statistics_uri, settings) if storage.exists(statistics_uri, settings) else None
-    return MeMaTables(conditions, released, rejections, audit, attacks, auditor, cohort, shards_fs, shard_paths)
+    return MeMaTables(conditions, released, rejections, audit, attacks, auditor, tstr, cohort, shards_fs,
+                      shard_paths)
 
 
 def read_images(fs, paths: list[str], sample_ids: list[str], columns: list[str]) -> dict[str, dict]:

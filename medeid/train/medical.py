@@ -136,17 +136,30 @@ def train_medical(archive_root: str, model_uri: str, runs_uri: str, name: str, c
                   settings: storage.S3Settings | None = None, fail_after_epoch: int | None = None) -> dict:
     """Train on the archive's training patients, evaluate on its held-out ones, save to `model_uri`."""
     n_train = len(patient_ids_by_split(archive_root, cfg.held_out, settings)["train"])
-    datasets = {split: archive_dataset(archive_root, split, cfg.image_size, with_masks=True, settings=settings,
-                                       held_out=cfg.held_out).select_columns(list(COLUMNS)).materialize()
-                for split in ("train", "test")}  # decoded once; every epoch reads the same blocks
+    datasets = {split: held_out_photos(archive_root, cfg, settings, split) for split in ("train", "test")}
+    return train_medical_on(datasets, n_train, model_uri, runs_uri, name, cfg, settings, fail_after_epoch,
+                            source=archive_root)
+
+
+def held_out_photos(archive_root: str, cfg: MedicalConfig, settings=None, split: str = "test"):
+    """One split of the archive's photos as the medical model reads them, decoded once (materialized)."""
+    return archive_dataset(archive_root, split, cfg.image_size, with_masks=True, settings=settings,
+                           held_out=cfg.held_out).select_columns(list(COLUMNS)).materialize()
+
+
+def train_medical_on(datasets: dict, n_train: int, model_uri: str, runs_uri: str, name: str, cfg: MedicalConfig,
+                     settings: storage.S3Settings | None = None, fail_after_epoch: int | None = None,
+                     source: str = "") -> dict:
+    """Train on `datasets["train"]` and evaluate on `datasets["test"]` (Ray Datasets with `COLUMNS`), save
+    to `model_uri`: the archive's own split, or MeMa's images tested on real patients (`mema.tstr`)."""
     config = {**dataclasses.asdict(cfg), "fail_after_epoch": fail_after_epoch,
-              "steps_per_epoch": n_train // (cfg.batch_size * cfg.num_workers)}
+              "steps_per_epoch": max(1, n_train // (cfg.batch_size * cfg.num_workers))}
     result = run_training(train_loop_per_worker, config, name=name, storage_uri=runs_uri, datasets=datasets,
                           num_workers=cfg.num_workers, settings=settings)
     metrics = dict(result.metrics)
     model = MedicalNet(MedicalNetConfig(image_size=cfg.image_size, widths=tuple(cfg.widths)))
     model.load_state_dict(read_state(result.checkpoint)["model"])
-    figures = {**metrics, "train_photos": n_train, "archive": archive_root, "config": dataclasses.asdict(cfg)}
+    figures = {**metrics, "train_photos": n_train, "archive": source, "config": dataclasses.asdict(cfg)}
     with tempfile.TemporaryDirectory() as directory:
         model.save(directory)
         (Path(directory) / "metrics.json").write_text(json.dumps(figures, indent=1))

@@ -126,6 +126,9 @@ def test_build_mema_via_ray_job_submit(resumed_run, mema_world):
     assert sorted(pq.read_table(path, filesystem=fs)["sample_id"].to_pylist()) == sorted(released_ids)
     assert "eye band re-identifies" in card and "eye band copies" in card
     assert storage.exists(f"{output}/private/attacks/nearest_real.png")
+    # The world's medical model is untrained and has no real-trained figures: nothing to compare with, said so.
+    assert "train-on-MeMa test skipped: no metrics.json beside the medical model" in stdout
+    assert "**Not run** (no `tstr/figures.json`)" in card
     assert not storage.exists(f"{output}/card/nearest_real.png")
     run = json.loads(storage.read_bytes(f"{output}/run.json"))
     assert run["reconciled"] and run["released"] == len(released)
