@@ -111,6 +111,9 @@ class GeneratorConfig:
     threads_per_worker: int = 0
     use_gpu: bool = False
     seed: int = 0
+    # The archive's held-out patients (the medical model's split, `train.data.split_of`): the generator
+    # never sees them, so MeMa's train-on-synthetic test on them (`mema.tstr`) is a test on strangers.
+    held_out: float = 0.2
 
 
 @dataclass(frozen=True)

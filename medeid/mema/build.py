@@ -22,6 +22,7 @@ from medeid import schema, storage
 from medeid.config import Config
 from medeid.mema.attack_audit import ATTACKS, audit_released_attacks
 from medeid.mema.audit import audit_released
+from medeid.mema.face_distance import measure_face_distance
 from medeid.mema.sampling import sample_conditions
 from medeid.mema.statistics import CohortStatistics, cohort_statistics
 from medeid.mema.tstr import TSTR, run_tstr
@@ -30,6 +31,7 @@ from medeid.pipelines.identity_index import build_identity_index
 from medeid.pipelines.mema import (AUDIT, CONDITIONS, REJECTIONS, SHARDS, STAGES, STATISTICS, Models, Progress,
                                    SourcePicker, mema_stream, pending_rows, read_landed)
 from medeid.pipelines.synthetic_archive import read_metadata
+from medeid.train.data import split_of
 
 PRIVATE = "private"
 
@@ -96,7 +98,11 @@ def build_mema(archive_root: str, models: Models, output_uri: str, cfg: Config, 
         clear_output(output_uri, settings)
     ensure_index(archive_root, models.recognizer, models.index, settings)
     _, conditions = plan(archive_root, output_uri, cfg, settings)
-    sources = SourcePicker(read_metadata(archive_root, settings)) if cfg.mema.strategy != "txt2img" else None
+    sources = None
+    if cfg.mema.strategy != "txt2img":  # sources from the generator's own patients, never the held-out ones
+        metadata = read_metadata(archive_root, settings)
+        training = [split_of(p, cfg.generator.held_out) == "train" for p in metadata["patient_id"].to_pylist()]
+        sources = SourcePicker(metadata.filter(pa.array(training)))
     index_ref = IdentityIndex.from_uri(models.index, settings).to_ref()
 
     rounds = 0
@@ -125,6 +131,12 @@ def build_mema(archive_root: str, models: Models, output_uri: str, cfg: Config, 
         ensure_index(archive_root, models.evaluator, evaluator_index, settings)
         audit_released(storage.join(output_uri, SHARDS), models.evaluator, evaluator_index,
                        storage.join(output_uri, AUDIT), settings)
+        if result.released >= 2:
+            distance = measure_face_distance(storage.join(output_uri, SHARDS), models.evaluator, evaluator_index,
+                                             output_uri, settings)
+            print(f"[build_mema] face distance to the real photos {distance['mema_to_real']:.3f} vs "
+                  f"{distance['real_to_real']:.3f} between two halves of the real patients "
+                  f"(ratio {distance['ratio']:.2f})", flush=True)
     if result.released and not cfg.mema.audit_attacks:
         print("[build_mema] attack audit off in the config: the card's eye-band bars FAIL as not run", flush=True)
     elif result.released:

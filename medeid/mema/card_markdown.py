@@ -50,7 +50,7 @@ def markdown(f: dict, config: dict, versions: dict, pictures: list[str]) -> str:
     if f["audit"] is None:
         lines += ["**The evaluator audit was not run** (no `audit/` table)"
                   + (": the privacy bar cannot pass without it." if f["released"] else "."), ""]
-    lines += _privacy_section(f, pictures) + _tstr_section(f) + _funnel_section(f) + _distribution_section(f)
+    lines += _privacy_section(f, pictures) + _tstr_section(f) + _face_distance_section(f) + _funnel_section(f) + _distribution_section(f)
     lines += _rejection_section(f)
     lines += ["## MeMa-Seg", "", f"{f['mema_seg']} released images carry a lesion mask made by the segmenter"
               + (" (see [mema_seg.png](mema_seg.png))." if "mema_seg.png" in pictures else "."), ""]
@@ -113,7 +113,8 @@ def _tstr_section(f: dict) -> list[str]:
              "The medical model (`medeid/train/medical.py`: the same network, loss and config as the real-trained "
              "one, and as many optimisation steps) trained on the released images alone (their conditioned labels, "
              "MeMa-Seg's masks for the lesion head), and tested on the archive's held-out real patients beside the "
-             "model trained on the real training patients (`medeid/mema/tstr.py`).", ""]
+             "model trained on the real training patients (`medeid/mema/tstr.py`). The generator was fine-tuned on "
+             "the training patients only, so the test patients are strangers to MeMa too.", ""]
     tstr = f["tstr"]
     if tstr is None:
         return lines + ["**Not run** (no `tstr/figures.json`): the two TSTR bars cannot pass without it.", ""]
@@ -123,6 +124,21 @@ def _tstr_section(f: dict) -> list[str]:
               f"{tstr.get('real_train_photos')} photos.", ""]
     header = ["figure on real held-out photos", "trained on MeMa", "trained on real", "ratio"]
     return lines + _table(header, rows) + [""]
+
+
+def _face_distance_section(f: dict) -> list[str]:
+    lines = ["## Face distance", "",
+             "Fréchet distance between Gaussians fitted to the held-out evaluator's embeddings "
+             "(`medeid/mema/face_distance.py`): MeMa's released images against half of the real patients, beside "
+             "the other half of the real patients against the same half, with as many images on each side.", ""]
+    distance = f["face_distance"]
+    if distance is None:
+        return lines + ["**Not measured** (no `audit/face_distance.json`): its bar cannot pass without it.", ""]
+    rows = [["MeMa to real", num(distance["mema_to_real"])], ["real to real", num(distance["real_to_real"])],
+            ["ratio", num(distance["ratio"], 2)]]
+    return lines + _table(["", "Fréchet distance"], rows) + [
+        "", f"{distance['images']} images a side, mean of {distance['repeats']} draws of the halves; "
+        f"{distance['real_photos']} real photos of {distance['real_patients']} patients.", ""]
 
 
 def _funnel_section(f: dict) -> list[str]:

@@ -15,6 +15,9 @@ AGREEMENT_BAR = 0.90
 # Train on MeMa, test on real: shares of the real-trained model's figures (the seed reports ~86.7 %
 # classification and Dice ~0.68 for models trained on MeMa).
 TSTR_DISEASE_BAR, TSTR_DICE_BAR = 0.85, 0.75
+# Released faces lie within twice the distance between two halves of the real patients (evaluator
+# embeddings, `mema/face_distance.py`): faces, not smudges the recognisers cannot match.
+FACE_DISTANCE_BAR = 2.0
 TOP_REASONS = 10
 MEASURES = ("age", "sex", "disease")
 CLOSEST = 6  # released images shown, and listed, beside their nearest real photo by each attacker
@@ -166,6 +169,7 @@ def figures_of(t: MeMaTables) -> dict:
         "audit": _audit_figures(t),
         "attacks": _attack_figures(t),
         "tstr": t.tstr,
+        "face_distance": t.face_distance,
         "accounting": _accounting(t),
     }
     figures["bars"] = _bars(figures)
@@ -174,7 +178,7 @@ def figures_of(t: MeMaTables) -> dict:
 
 def _bars(f: dict) -> list[dict]:
     """The DESIGN quality bars of MeMa: measure, bar, value, passed, and a line saying how."""
-    return [_privacy_bar(f), _periocular_bar(f), _pixel_bar(f), _agreement_bar(f),
+    return [_privacy_bar(f), _periocular_bar(f), _pixel_bar(f), _face_distance_bar(f), _agreement_bar(f),
             *(_tv_bar(f, m) for m in MEASURES), _accounting_bar(f),
             _tstr_bar(f, "disease_accuracy", "disease accuracy", "disease_ratio_bar", "disease_passed"),
             _tstr_bar(f, "tumour_dice", "lesion Dice", "dice_ratio_bar", "dice_passed")]
@@ -237,6 +241,18 @@ def _tstr_bar(f: dict, figure: str, name: str, bar: str, passed: str) -> dict:
     return {"measure": measure, "bar": f">= {tstr[bar]}", "value": row["ratio"], "passed": bool(tstr[passed]),
             "detail": f"{num(row['mema'])} trained on {tstr['mema_images']} MeMa images vs {num(row['real'])} "
                       f"trained on {tstr.get('real_train_photos')} real photos"}
+
+
+def _face_distance_bar(f: dict) -> dict:
+    distance, measure = f["face_distance"], "released faces' distance to the real photos (Fréchet, evaluator)"
+    if distance is None:
+        return {"measure": measure, "bar": f"<= {FACE_DISTANCE_BAR}x real vs real", "value": None, "passed": False,
+                "detail": "face distance not measured"}
+    return {"measure": measure, "bar": f"<= {FACE_DISTANCE_BAR}x real vs real", "value": distance["ratio"],
+            "passed": distance["ratio"] <= FACE_DISTANCE_BAR + SLACK,
+            "detail": f"MeMa to real {num(distance['mema_to_real'])} vs half the real patients to the other half "
+                      f"{num(distance['real_to_real'])} ({distance['images']} images a side, "
+                      f"{distance['repeats']} draws)"}
 
 
 def _agreement_bar(f: dict) -> dict:

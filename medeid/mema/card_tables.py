@@ -17,6 +17,7 @@ from medeid.mema.statistics import CohortStatistics
 CONDITIONS, SHARDS, REJECTIONS, AUDIT, STATISTICS, CARD = (
     "conditions", "shards", "rejections", "audit", "statistics.json", "card")
 TSTR_FIGURES = "tstr/figures.json"  # `mema/tstr.py` writes it
+FACE_DISTANCE = "audit/face_distance.json"  # `mema/face_distance.py` writes it
 STAGES = schema.MEMA_STAGES
 
 
@@ -31,6 +32,7 @@ class MeMaTables:
     attacks: pa.Table | None  # schema.MEMA_ATTACKS; None: the attack audit was not run
     auditor: dict | None  # the periocular auditor's threshold and strength (`attack_audit.train_auditor`)
     tstr: dict | None  # train on MeMa, test on real (`mema/tstr.py`'s figures.json); None: not run
+    face_distance: dict | None  # Fréchet distance to the real photos (`mema/face_distance.py`); None: not run
     cohort: CohortStatistics | None
     shards_fs: object
     shard_paths: list[str]
@@ -79,10 +81,13 @@ def load_tables(root: str, settings) -> MeMaTables:
 
     tstr_uri = storage.join(root, TSTR_FIGURES)
     tstr = json.loads(storage.read_bytes(tstr_uri, settings)) if storage.exists(tstr_uri, settings) else None
+    distance_uri = storage.join(root, FACE_DISTANCE)
+    distance = (json.loads(storage.read_bytes(distance_uri, settings)) if storage.exists(distance_uri, settings)
+                else None)
 
     statistics_uri = storage.join(root, STATISTICS)
     cohort = CohortStatistics.load(statistics_uri, settings) if storage.exists(statistics_uri, settings) else None
-    return MeMaTables(conditions, released, rejections, audit, attacks, auditor, tstr, cohort, shards_fs,
+    return MeMaTables(conditions, released, rejections, audit, attacks, auditor, tstr, distance, cohort, shards_fs,
                       shard_paths)
 
 

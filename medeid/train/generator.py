@@ -32,6 +32,7 @@ from medeid.models.generator import build_tiny_pipeline, load_pipeline, weights_
 from medeid.models.identity import centred_crop
 from medeid.pipelines.synthetic_archive import METADATA
 from medeid.pixels import to_signed
+from medeid.train.data import split_of
 from medeid.train.harness import checkpoint_folder, is_rank_zero, run_training
 
 TRAINER_STATE = "trainer_state.pt"
@@ -45,12 +46,16 @@ def generator_examples(batch: pa.Table, *, root: str, size: int, template: str,
     rows = batch.to_pylist()
     images = [centred_crop(codecs.decode(storage.read_bytes(storage.join(root, r["photo_key"]), settings)), size)
               for r in rows]
-    return {"image": np.stack(images), "prompt": np.array([prompt(r, template) for r in rows], dtype=object)}
+    return {"image": np.stack(images), "prompt": np.array([prompt(r, template) for r in rows], dtype=object),
+            "patient_id": np.array([r["patient_id"] for r in rows], dtype=object)}
 
 
 def generator_dataset(archive_root: str, cfg: GeneratorConfig, settings: storage.S3Settings | None = None):
+    """The training patients' photos and prompts; the held-out patients are left for the test on real."""
     fs, path = storage.filesystem(storage.join(archive_root, METADATA), settings)
-    return ray.data.read_parquet(path, filesystem=fs).map_batches(
+    held_out = cfg.held_out
+    return ray.data.read_parquet(path, filesystem=fs).filter(
+        lambda row: split_of(row["patient_id"], held_out) == "train").map_batches(
         generator_examples, batch_size=64, batch_format="pyarrow",
         fn_kwargs={"root": archive_root, "size": cfg.resolution, "template": cfg.prompt_template,
                    "settings": settings})
@@ -307,11 +312,12 @@ def assemble_pipeline(cfg: GeneratorConfig, checkpoint_dir: str | Path, settings
 def train_generator(archive_root: str, output_uri: str, runs_uri: str, cfg: GeneratorConfig, *,
                     name: str = "generator", settings: storage.S3Settings | None = None,
                     fail_after_epoch: int | None = None) -> dict:
-    """Fine-tune on every archive photo and write the pipeline to `output_uri` (save_pretrained layout,
+    """Fine-tune on the training patients' photos and write the pipeline to `output_uri` (save_pretrained layout,
     plus `lora/` for LoRA runs and `generator.json` with the figures)."""
     started = time.monotonic()
     photos = generator_dataset(archive_root, cfg, settings).materialize()
     n_photos = photos.count()
+    n_patients = len(set(photos.unique("patient_id")))
     config = {"generator": dataclasses.asdict(cfg), "settings": settings, "fail_after_epoch": fail_after_epoch}
     result = run_training(train_loop_per_worker, config, name=name, storage_uri=runs_uri, datasets={"train": photos},
                           num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, settings=settings)
@@ -325,6 +331,7 @@ def train_generator(archive_root: str, output_uri: str, runs_uri: str, cfg: Gene
                 "finetune": cfg.finetune, "resolution": cfg.resolution, "prompt_template": cfg.prompt_template,
                 "epochs": metrics["epoch"] + 1, "steps": metrics["step"], "final_loss": metrics["loss"],
                 "start_epoch": metrics["start_epoch"], "archive": archive_root, "photos": n_photos,
+                "held_out": cfg.held_out, "patients": n_patients,
                 "train_s": round(time.monotonic() - started, 1), "config": dataclasses.asdict(cfg)}
         Path(out, INFO_FILE).write_text(json.dumps(info, indent=1))
         storage.copy_tree(out, output_uri, settings)

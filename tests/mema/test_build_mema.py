@@ -128,6 +128,10 @@ def test_build_mema_via_ray_job_submit(resumed_run, mema_world):
     assert storage.exists(f"{output}/private/attacks/nearest_real.png")
     # The world's medical model is untrained and has no real-trained figures: nothing to compare with, said so.
     assert "train-on-MeMa test skipped: no metrics.json beside the medical model" in stdout
+    if len(released) >= 2:  # the face distance of the released images, by the evaluator, is on the card
+        distance = json.loads(storage.read_bytes(f"{output}/audit/face_distance.json"))
+        assert distance["images"] >= 2 and distance["mema_to_real"] > 0 and distance["real_to_real"] > 0
+        assert "face distance to the real photos" in stdout and "| MeMa to real |" in card
     assert "**Not run** (no `tstr/figures.json`)" in card
     assert not storage.exists(f"{output}/card/nearest_real.png")
     run = json.loads(storage.read_bytes(f"{output}/run.json"))

@@ -10,6 +10,7 @@ from medeid import storage
 from medeid.config import GeneratorConfig
 from medeid.models.generator import TinyGeneratorConfig, build_tiny_pipeline, load_pipeline
 from medeid.pipelines.synthetic_archive import build_archive
+from medeid.train.data import patient_ids_by_split
 from medeid.train.generator import add_lora, assemble_pipeline, save_weights, train_generator
 
 TINY = GeneratorConfig(resolution=32, finetune="lora", lora_rank=4, epochs=2, batch_size=8, lr=1e-3,
@@ -48,6 +49,10 @@ def test_lora_fine_tune_checkpoints_resumes_and_writes_a_pipeline(ray_session, s
     out, runs = "s3://generator-train/models/generator", "s3://generator-train/runs"
     first = train_generator(archive, out, runs, GeneratorConfig(**{**TINY.__dict__, "epochs": 1}), name="gen")
     assert first["epochs"] == 1 and first["steps"] > 0 and np.isfinite(first["final_loss"])
+    # Only the training patients: the held-out ones are MeMa's test on real (mema.tstr).
+    by_split = patient_ids_by_split(archive, TINY.held_out)
+    assert by_split["test"] and first["photos"] == len(by_split["train"])
+    assert first["patients"] == len(set(by_split["train"]))
     # The same run asked for more epochs carries on from its checkpoint instead of starting over.
     second = train_generator(archive, out, runs, TINY, name="gen")
     assert second["start_epoch"] == 1 and second["epochs"] == 2 and second["steps"] == 2 * first["steps"]
