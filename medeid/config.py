@@ -136,13 +136,21 @@ class MemaConfig:
     # resource such as {"gpu_node": 1}; the multi-node tests use one to stand for a GPU).
     generator_resources: dict[str, float] | None = None
     threads_per_generator: int = 0  # torch threads in each CPU generator actor; 0 keeps Ray's one per CPU
-    identity_margin: float = 0.05  # reject at the recogniser's match threshold minus this
+    # The full-face filter rejects a face above the recogniser's match threshold and the cosine that this
+    # share of the real photos reach with their nearest photo of another patient (open-set), less the margin.
+    identity_far: float = 1e-2
+    identity_margin: float = 0.05
     min_sharpness: float = 5.0  # variance of the Laplacian, on the 0..255 grey image
     min_contrast: float = 12.0  # standard deviation of the grey image
     min_confidence: float = 0.0  # plausibility: the classifier must also be this sure
     # The eye-band attackers' audit of the released images (periocular recogniser, pixel copies). Off only
     # where it runs elsewhere (the multi-node placement test): the card then FAILs its bars as "not run".
     audit_attacks: bool = True
+    # The identity filter's eye-band check (`mema/eye_filter.py`): a periocular recogniser of its own, trained
+    # on every real patient at the build's start (threshold at this FAR, stricter than the audit's 1e-3),
+    # and the pixel-copy check. Off, only the full-face recogniser filters.
+    eye_filter: bool = True
+    eye_filter_far: float = 1e-2
     # Train on synthetic, test on real (`mema/tstr.py`): the medical model trained on the released images
     # alone, tested on the archive's held-out patients beside the real-trained one (`<medical>/metrics.json`).
     # Off, the card FAILs its two TSTR bars as not run.

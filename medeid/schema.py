@@ -114,7 +114,7 @@ MEMA_REJECTION = pa.schema(_CONDITION + [
 MEMA_AUDIT = pa.schema([
     _field("sample_id", pa.string(), "the released image"),
     _field("evaluator_similarity", pa.float32(), "cosine to the nearest real patient photo (evaluator)"),
-    _field("evaluator_threshold", pa.float32(), "the evaluator's match threshold"),
+    _field("evaluator_threshold", pa.float32(), "the evaluator's match threshold (open-set: max of per-pair and 1:N)"),
 ])
 
 # One row per released image, measured after the build by the attackers that look at the eye band

@@ -101,4 +101,7 @@ def small_models(tmp_path_factory, trained_detector) -> tuple[str, str]:
 
 # The small MeMa world (archive and untrained models on the S3 server): for tests/mema and the
 # multi-node tests in tests/cluster.
+# The eye-band attackers' small world (an archive on local disk and drawn faces): for the attack audit's
+# and the identity filter's tests.
+from tests.mema.eye_world import world  # noqa: E402, F401
 from tests.mema.world import mema_world, write_mema_config  # noqa: E402, F401

@@ -50,16 +50,8 @@ def suite_mema(samples: int = 256, batch_size: int = 16, steps: int = 10, resolu
     import torch
 
     from medeid.config import MemaConfig
-    from medeid.pipelines.mema import (
-        GenerateFaces,
-        IdentityFilter,
-        MedicalPlausibility,
-        Progress,
-        face_quality,
-        mema_stream,
-        pending_rows,
-        write_parts,
-    )
+    from medeid.pipelines.mema import GenerateFaces, Progress, mema_stream, pending_rows, write_parts
+    from medeid.pipelines.mema_filters import IdentityFilter, MedicalPlausibility, face_quality
 
     template = "a clinical photo of a {sex} patient aged {age_band} with {condition}"
     cfg = MemaConfig(samples=samples, steps=steps, batch_size=batch_size, min_sharpness=0, min_contrast=0,

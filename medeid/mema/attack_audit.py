@@ -48,9 +48,11 @@ class Bands:
     patients: np.ndarray | None = None  # (N,) real photos: who each shows
 
 
-def train_auditor(real: Bands, epochs: int = PERIOCULAR_EPOCHS, log=print) -> tuple[Recogniser, dict]:
-    """The periocular recogniser trained on every real photo, with its threshold and its strength."""
-    recogniser = train_recogniser(real.bands, real.patients, "real patients", epochs, log=log)
+def train_auditor(real: Bands, epochs: int = PERIOCULAR_EPOCHS, log=print, far: float = FAR,
+                  seed: int = 0) -> tuple[Recogniser, dict]:
+    """The periocular recogniser trained on every real photo, with its threshold at `far` and its strength.
+    (MeMa's identity filter trains one too, with another seed and a stricter `far`: `mema.eye_filter`.)"""
+    recogniser = train_recogniser(real.bands, real.patients, "real patients", epochs, seed=seed, log=log)
     embeddings = recogniser.embed_bands(real.bands)
     same_patient, other_patient = _nearest_real(embeddings, real.patients)
     # The threshold meets a released image as it meets a real photo: against the nearest of all the
@@ -58,19 +60,19 @@ def train_auditor(real: Bands, epochs: int = PERIOCULAR_EPOCHS, log=print) -> tu
     # (open-set), not FAR of pairs: per pair, a face unrelated to everyone would reach it against
     # 1,600 photos more often than not (42 of 60 clean strangers did on a demo-sized archive; none
     # reached this one, which 56 of 60 faces with a kept real eye region reached).
-    threshold = float(np.sort(other_patient)[int(np.ceil(len(other_patient) * (1 - FAR))) - 1])
+    threshold = float(np.sort(other_patient)[int(np.ceil(len(other_patient) * (1 - far))) - 1])
     # All pairs of a big archive would not fit: a fixed sample of photos measures the pairwise figures.
     sample = np.arange(len(embeddings))
     if len(sample) > MAX_THRESHOLD_PHOTOS:
         sample = np.sort(np.random.default_rng(0).choice(sample, MAX_THRESHOLD_PHOTOS, replace=False))
     try:
-        pairs = verification_rates(embeddings[sample], real.patients[sample], FAR)
+        pairs = verification_rates(embeddings[sample], real.patients[sample], far)
     except ValueError:  # too few photos for a per-pair rate at this FAR: the open-set threshold still stands
         pairs = {"threshold": None, "tar": None}
     has_others = np.isfinite(same_patient)
     gallery = Gallery(real.patients, real.ids)
     return recogniser, {
-        "threshold": threshold, "far": FAR,
+        "threshold": threshold, "far": far,
         # Strength: photos whose nearest other photo shows their own patient (top-1 from the patient's
         # other photos), and whose nearest own-patient photo reaches the threshold.
         "top1_others": float(np.mean(same_patient > other_patient)), "chance": chance(real.patients, gallery),
@@ -158,6 +160,10 @@ def _collect(dataset: ray.data.Dataset, with_patients: bool) -> Bands:
     if not parts:
         return Bands(np.zeros((0, 1, 1, 3), np.uint8), np.zeros(0, str), np.zeros(0, str) if with_patients else None)
     joined = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    # Ray Data's blocks arrive in no fixed order: sorted by id, a recogniser trained on them is the same
+    # network in every run.
+    order = np.argsort(joined["id"].astype(str), kind="stable")
+    joined = {k: v[order] for k, v in joined.items()}
     return Bands(joined["band"], joined["id"].astype(str), joined["patient"].astype(str) if with_patients else None)
 
 
@@ -170,11 +176,16 @@ def read_bands(shards_uri: str, archive_root: str, settings: storage.S3Settings 
     size = int(pq.read_table(path, filesystem=fs, columns=["width"])["width"][0].as_py())
     released = ray.data.read_parquet(path, filesystem=fs, columns=["sample_id", "image"]).map_batches(
         _released_bands, batch_size=64, batch_format="pyarrow")
+    return _collect(released, False), read_real_bands(archive_root, size, settings)
+
+
+def read_real_bands(archive_root: str, size: int, settings: storage.S3Settings | None = None) -> Bands:
+    """The eye bands of every real photo of the archive, decoded and centre-cropped at `size`."""
     meta_fs, meta_path = storage.filesystem(storage.join(archive_root, METADATA), settings)
     real = ray.data.read_parquet(meta_path, filesystem=meta_fs, columns=["photo_key", "patient_id"]).map_batches(
         _real_bands, batch_size=64, batch_format="pyarrow",
         fn_kwargs={"root": archive_root, "size": size, "settings": settings})
-    return _collect(released, False), _collect(real, True)
+    return _collect(real, True)
 
 
 def audit_released_attacks(shards_uri: str, archive_root: str, output_uri: str,

@@ -16,12 +16,14 @@ from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray
 from tqdm import tqdm
 
 from medeid import schema, storage
 from medeid.config import Config
 from medeid.mema.attack_audit import ATTACKS, audit_released_attacks
 from medeid.mema.audit import audit_released
+from medeid.mema.eye_filter import generator_resolution, prepare_eye_check
 from medeid.mema.face_distance import measure_face_distance
 from medeid.mema.sampling import sample_conditions
 from medeid.mema.statistics import CohortStatistics, cohort_statistics
@@ -103,7 +105,23 @@ def build_mema(archive_root: str, models: Models, output_uri: str, cfg: Config, 
         metadata = read_metadata(archive_root, settings)
         training = [split_of(p, cfg.generator.held_out) == "train" for p in metadata["patient_id"].to_pylist()]
         sources = SourcePicker(metadata.filter(pa.array(training)))
-    index_ref = IdentityIndex.from_uri(models.index, settings).to_ref()
+    index = IdentityIndex.from_uri(models.index, settings)
+    index_ref, open_set = index.to_ref(), index.open_set_threshold(cfg.mema.identity_far)
+    print(f"[build_mema] full-face filter: {len(index)} real photos indexed; a face is too close above cosine "
+          f"{open_set:.3f} (reached by {cfg.mema.identity_far:g} of real photos with their nearest photo of another "
+          f"patient) and the recogniser's match threshold, less a margin of {cfg.mema.identity_margin:g}", flush=True)
+    eye_ref = None
+    if not cfg.mema.eye_filter:
+        print("[build_mema] eye-band filter off in the config: only the full-face recogniser filters identity",
+              flush=True)
+    else:
+        eye = prepare_eye_check(archive_root, generator_resolution(models.generator, settings), settings,
+                                far=cfg.mema.eye_filter_far, log=None)
+        eye_ref = ray.put(eye)
+        print(f"[build_mema] eye-band filter: a periocular recogniser of its own on {eye.figures['photos']} real "
+              f"photos (top-1 {eye.figures['top1_others']:.1%} from a patient's other photos), rejecting at cosine "
+              f"{eye.threshold:.3f} (FAR {eye.figures['far']:g}) and pixel copies under {eye.copy_distance:g}",
+              flush=True)
 
     rounds = 0
     for rounds in range(1, cfg.mema.max_attempts + 1):
@@ -115,7 +133,7 @@ def build_mema(archive_root: str, models: Models, output_uri: str, cfg: Config, 
         with tqdm(total=len(rows), desc=f"[build_mema] round {rounds}: attempts", unit="img", mininterval=5) as bar:
             released = 0
             for counts in mema_stream(rows, models, index_ref, cfg.mema, cfg.generator.prompt_template, output_uri,
-                                      archive_root, settings).iter_rows():
+                                      archive_root, settings, eye_ref, open_set).iter_rows():
                 released += counts["released"]
                 bar.update(counts["released"] + counts["rejected"])
                 bar.set_postfix(released=released, refresh=False)

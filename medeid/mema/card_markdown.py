@@ -44,13 +44,16 @@ def markdown(f: dict, config: dict, versions: dict, pictures: list[str]) -> str:
                     [[b["measure"], b["bar"], _bar_value(b), "PASS" if b["passed"] else "FAIL", b["detail"]]
                      for b in f["bars"]])
     lines += ["", "A pipeline match is a released image whose nearest-real similarity is at or above the identity "
-              "threshold stored in its row, which is the recogniser's match threshold minus a safety margin; "
-              "no margin is added back, so the count is strict. An evaluator match is at or above the evaluator's "
-              "own match threshold.", ""]
+              "threshold stored in its row: the recogniser's match threshold or, where higher, the cosine that a share "
+              "`mema.identity_far` (1 % by default) of real photos reach with their nearest photo of another patient "
+              "(a search over every real photo gives a stranger that many chances), less a safety margin; no margin "
+              "is added back, so the count is strict. An evaluator match is at or above the evaluator's match "
+              "threshold or its open-set figure at 1e-3, whichever is higher.", ""]
     if f["audit"] is None:
         lines += ["**The evaluator audit was not run** (no `audit/` table)"
                   + (": the privacy bar cannot pass without it." if f["released"] else "."), ""]
-    lines += _privacy_section(f, pictures) + _tstr_section(f) + _face_distance_section(f) + _funnel_section(f) + _distribution_section(f)
+    lines += _privacy_section(f, pictures) + _tstr_section(f) + _face_distance_section(f)
+    lines += _funnel_section(f) + _distribution_section(f)
     lines += _rejection_section(f)
     lines += ["## MeMa-Seg", "", f"{f['mema_seg']} released images carry a lesion mask made by the segmenter"
               + (" (see [mema_seg.png](mema_seg.png))." if "mema_seg.png" in pictures else "."), ""]

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from medeid import codecs, schema, storage
 
 DEFAULT_CHUNK_ROWS = 65536  # 64 Ki rows: a 128 MiB float32 chunk at 512-d
+MAX_OPEN_SET_QUERIES = 20000  # photos scored for the open-set threshold: its 1e-3 quantile from 20 above it
 
 
 def recognizer_id(embedder) -> str:
@@ -128,6 +129,33 @@ class IdentityIndex:
             best[better], best_row[better] = values[better], local[better] + start
             del chunk, product  # freed before the next chunk's are made, so only one pair is alive
         return best, best_row
+
+    def open_set_threshold(self, far: float, max_queries: int = MAX_OPEN_SET_QUERIES, seed: int = 0) -> float:
+        """The cosine that a share `far` of the real photos reach with their nearest photo of *another*
+        patient: what a stranger's face reaches against the whole index that often.
+
+        A face is a match to someone in the index only above this figure. The recogniser's per-pair
+        match threshold is the wrong rule for a search over every photo: a face unrelated to everyone
+        has N chances to pass it (on the demo's 1,600 photos, 98 % of fresh strangers came within the
+        filter's margin of it). At most `max_queries` photos (a fixed sample) are scored, against all rows.
+        """
+        if not 0 < far < 1:
+            raise ValueError(f"far must lie in (0, 1), got {far}")
+        codes = pc.dictionary_encode(self.patient_ids).indices.to_numpy(zero_copy_only=False)
+        if len(np.unique(codes)) < 2:
+            raise ValueError("an open-set threshold needs photos of at least two patients in the index")
+        rows = np.arange(len(self))
+        if len(rows) > max_queries:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, max_queries, replace=False))
+        queries = self.embeddings[rows].astype(np.float32)
+        best = np.full(len(rows), -np.inf, dtype=np.float32)
+        for start in range(0, len(self), self.chunk_rows):
+            product = queries @ self.embeddings[start:start + self.chunk_rows].astype(np.float32).T
+            product[codes[rows][:, None] == codes[None, start:start + self.chunk_rows]] = -np.inf
+            best = np.maximum(best, product.max(axis=1))
+            del product
+        # The value that a share `far` of the photos reach, as the periocular auditor takes its own.
+        return float(np.sort(best)[int(np.ceil(len(best) * (1 - far))) - 1])
 
     def nearest(self, queries: np.ndarray) -> list[dict]:
         """Each query's nearest real photo, as {patient_id, photo_key, similarity}: for audits."""

@@ -1,5 +1,5 @@
 """The MeMa build: condition rows -> generator actors -> face quality -> identity filter -> medical
-plausibility -> Parquet shards, streamed with Ray Data.
+plausibility -> Parquet shards, streamed with Ray Data (the filters: `medeid.pipelines.mema_filters`).
 
 Every row carries `stage`/`reason` columns: a stage that rejects a row fills them and later stages
 pass it through untouched, so one stream ends in one writer that puts released rows in `shards/`
@@ -24,7 +24,6 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import ray
@@ -35,10 +34,14 @@ from medeid.config import MemaConfig
 from medeid.mema.generation import FaceGenerator, keep_region
 from medeid.mema.prompts import prompt
 from medeid.models.generator import load_pipeline
-from medeid.models.identity import IdentityEmbedder
-from medeid.models.identity_index import IdentityIndex
-from medeid.models.medical import MedicalNet
-from medeid.synth.conditions import DISEASES, PERIOCULAR_TUMOUR
+from medeid.pipelines.mema_filters import (
+    IdentityFilter,
+    MedicalPlausibility,
+    face_quality,
+    is_rejected,
+    own_verdicts,
+    reject,
+)
 
 CONDITIONS, SHARDS, REJECTIONS, AUDIT = "conditions", "shards", "rejections", "audit"
 STATISTICS = "statistics.json"
@@ -52,20 +55,6 @@ LIGHT_CPUS = 0.25
 def attempt_seed(seed: int, attempt: int) -> int:
     """The generation seed of a row's `attempt`: the row's own seed first, then fresh ones."""
     return int(seed) if attempt == 0 else int(np.random.default_rng([int(seed), attempt]).integers(0, 2**31 - 1))
-
-
-def _rejected(batch: dict) -> np.ndarray:
-    return np.array([bool(s) for s in batch["stage"]], dtype=bool)
-
-
-def _own(batch: dict) -> dict:
-    """The batch with its verdict columns copied: Ray Data hands stages read-only arrays."""
-    return {**batch, **{k: np.array(batch[k], copy=True) for k in ("stage", "reason", "figure", "threshold")}}
-
-
-def _reject(batch: dict, i: int, stage: str, reason: str, figure: float, threshold: float) -> None:
-    batch["stage"][i], batch["reason"][i] = stage, reason
-    batch["figure"][i], batch["threshold"][i] = figure, threshold
 
 
 class GenerateFaces:
@@ -111,101 +100,6 @@ def _generator_version(uri: str, settings) -> str:
     if storage.exists(info, settings):
         return json.loads(storage.read_bytes(info, settings))["version"]
     return "unversioned:" + hashlib.sha256(uri.encode()).hexdigest()[:12]
-
-
-def face_quality(batch: dict, *, min_sharpness: float, min_contrast: float) -> dict:
-    """Task: reject blank, washed-out or blurred images (grey contrast, variance of the Laplacian)."""
-    batch, n = _own(batch), len(batch["sample_id"])
-    sharpness = np.zeros(n, np.float32)
-    for i, image in enumerate(batch["image"]):
-        grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-        sharpness[i] = cv2.Laplacian(grey, cv2.CV_64F).var()
-        contrast = float(grey.std())
-        if contrast < min_contrast:
-            _reject(batch, i, "quality", f"too little contrast to hold a face (grey std {contrast:.1f})",
-                    contrast, min_contrast)
-        elif sharpness[i] < min_sharpness:
-            _reject(batch, i, "quality", f"blurred (Laplacian variance {sharpness[i]:.1f})", sharpness[i],
-                    min_sharpness)
-    return {**batch, "sharpness": sharpness}
-
-
-class IdentityFilter:
-    """Actor: embed each image and reject it when the nearest real patient is too close.
-
-    The threshold is the recogniser's match threshold (measured at its FAR on held-out patients)
-    minus a safety margin; with a detector in the pack, exactly one face must also be found.
-    """
-
-    def __init__(self, pack_uri: str, index_ref, margin: float, settings: storage.S3Settings | None = None):
-        self.embedder = IdentityEmbedder.from_uri(pack_uri, settings)
-        if self.embedder.match_threshold is None:
-            raise ValueError(f"the recogniser pack at {pack_uri} has no match_threshold in its pack.json: "
-                             f"the identity filter cannot tell a match from a stranger")
-        self.index = IdentityIndex.from_ref(index_ref)
-        self.threshold = float(self.embedder.match_threshold - margin)
-
-    def __call__(self, batch: dict) -> dict:
-        batch, n = _own(batch), len(batch["sample_id"])
-        similarity = np.full(n, np.nan, np.float32)
-        todo = np.flatnonzero(~_rejected(batch))
-        if len(todo):
-            embedded = self.embedder.embed([np.ascontiguousarray(batch["image"][i]) for i in todo])
-            best, _ = self.index.max_similarity(embedded.vectors)
-            for j, i in enumerate(todo):
-                faces = int(embedded.faces_found[j])
-                if faces == 0 or faces > 1:
-                    _reject(batch, i, "quality", "no face found" if faces == 0 else f"{faces} faces found",
-                            faces, 1)
-                    continue
-                similarity[i] = best[j]
-                if best[j] >= self.threshold:
-                    _reject(batch, i, "identity", f"too close to a real patient (cosine {best[j]:.3f})", best[j],
-                            self.threshold)
-        return {**batch, "nearest_similarity": similarity,
-                "identity_threshold": np.full(n, self.threshold, np.float32)}
-
-
-class MedicalPlausibility:
-    """Actor: the medical classifier must see the conditioned disease; tumour images that pass get
-    the segmenter's lesion mask (MeMa-Seg)."""
-
-    def __init__(self, medical_uri: str, min_confidence: float = 0.0, settings: storage.S3Settings | None = None):
-        self.model = MedicalNet.from_uri(medical_uri, settings)
-        self.size = self.model.config.image_size
-        self.min_confidence = min_confidence
-        weights = storage.local_copy(medical_uri, settings) / "model.safetensors"
-        self.mask_source = "segmenter:" + hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-
-    def __call__(self, batch: dict) -> dict:
-        batch, n = _own(batch), len(batch["sample_id"])
-        predicted = np.array([""] * n, dtype=object)
-        confidence = np.full(n, np.nan, np.float32)
-        masks = np.array([b""] * n, dtype=object)
-        todo = np.flatnonzero(~_rejected(batch))
-        if len(todo):
-            images = torch.from_numpy(np.stack([cv2.resize(np.ascontiguousarray(batch["image"][i]),
-                                                           (self.size, self.size), interpolation=cv2.INTER_CUBIC)
-                                                for i in todo]))
-            probabilities = self.model.classify(images)["disease"].numpy()
-            lesions = self.model.segment(images).numpy()
-            for j, i in enumerate(todo):
-                wanted = DISEASES.index(batch["disease"][i])
-                top = int(probabilities[j].argmax())
-                predicted[i], confidence[i] = DISEASES[top], probabilities[j, top]
-                if top != wanted:
-                    _reject(batch, i, "plausibility", f"the classifier sees {DISEASES[top]} "
-                            f"(p={probabilities[j, top]:.2f}), not {batch['disease'][i]}",
-                            probabilities[j, wanted], 0.5)
-                elif probabilities[j, top] < self.min_confidence:
-                    _reject(batch, i, "plausibility", f"the classifier is unsure (p={probabilities[j, top]:.2f})",
-                            probabilities[j, top], self.min_confidence)
-                elif batch["disease"][i] == PERIOCULAR_TUMOUR:
-                    side = batch["image"][i].shape[0]
-                    mask = cv2.resize(lesions[j].astype(np.uint8) * 255, (side, side), interpolation=cv2.INTER_NEAREST)
-                    masks[i] = codecs.encode(mask, "png")
-        return {**batch, "predicted_disease": predicted, "disease_confidence": confidence, "lesion_mask": masks,
-                "mask_source": np.array([self.mask_source if m else "" for m in masks], dtype=object)}
 
 
 def _part_name(batch: dict) -> str:
@@ -265,7 +159,7 @@ def rejected_table(batch: dict, rows: np.ndarray) -> pa.Table:
 def settle_groups(batch: dict) -> dict:
     """Each condition row's attempt group: the first attempt that passed every filter is released,
     later ones that passed too become `surplus`. A group must be whole in its batch."""
-    batch = _own(batch)
+    batch = own_verdicts(batch)
     rows_of: dict[str, list[int]] = {}
     for i, sample_id in enumerate(batch["sample_id"]):
         rows_of.setdefault(str(sample_id), []).append(i)
@@ -276,15 +170,15 @@ def settle_groups(batch: dict) -> dict:
                                f"{expected} attempts in one batch): releasing from it could duplicate the row")
         passed = sorted((int(batch["attempt"][i]), i) for i in rows if not batch["stage"][i])
         for _, i in passed[1:]:
-            _reject(batch, i, "surplus", f"the row was filled by its attempt {passed[0][0]} in the same round",
-                    np.nan, np.nan)
+            reject(batch, i, "surplus", f"the row was filled by its attempt {passed[0][0]} in the same round",
+                   np.nan, np.nan)
     return batch
 
 
 def write_parts(batch: dict, *, output_uri: str, settings: storage.S3Settings | None = None) -> dict:
     """Task: released rows to `shards/`, rejected attempts to `rejections/`; returns their counts."""
     batch = settle_groups(batch)
-    rejected = _rejected(batch)
+    rejected = is_rejected(batch)
     name = _part_name(batch)
     for folder, rows, make in ((SHARDS, np.flatnonzero(~rejected), released_table),
                                (REJECTIONS, np.flatnonzero(rejected), rejected_table)):
@@ -384,8 +278,10 @@ class Models:
 
 
 def mema_stream(rows: list[dict], models: Models, index_ref, cfg: MemaConfig, template: str, output_uri: str,
-                archive_root: str, settings=None) -> ray.data.Dataset:
+                archive_root: str, settings=None, eye_ref=None, open_set: float | None = None) -> ray.data.Dataset:
     """The stream of one round: its rows are written as a side effect; it yields their counts.
+    `eye_ref`: the object ref of the identity filter's eye-band check (`mema.eye_filter`), or None;
+    `open_set`: the index's open-set threshold for the full-face filter (`IdentityFilter`), or None.
 
     Every stage takes whole blocks as batches (`batch_size=None`), so an attempt group, one block's
     rows from the start, reaches the writer whole.
@@ -401,7 +297,8 @@ def mema_stream(rows: list[dict], models: Models, index_ref, cfg: MemaConfig, te
         .map_batches(face_quality, batch_format="numpy", batch_size=None, num_cpus=LIGHT_CPUS,
                      fn_kwargs={"min_sharpness": cfg.min_sharpness, "min_contrast": cfg.min_contrast})
         .map_batches(IdentityFilter, batch_size=None, batch_format="numpy",
-                     fn_constructor_args=(models.recognizer, index_ref, cfg.identity_margin, settings),
+                     fn_constructor_args=(models.recognizer, index_ref, cfg.identity_margin, settings,
+                                          [eye_ref] if eye_ref is not None else None, open_set),
                      compute=ray.data.ActorPoolStrategy(size=cfg.filter_actors), num_cpus=LIGHT_CPUS)
         .map_batches(MedicalPlausibility, batch_size=None, batch_format="numpy",
                      fn_constructor_kwargs={"medical_uri": models.medical, "min_confidence": cfg.min_confidence,

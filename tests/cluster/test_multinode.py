@@ -38,7 +38,7 @@ def multinode(s3, small_models, mema_world, write_mema_config, tmp_path_factory)
     # One round of a few rows: where the generator runs is the question here, not how rounds go nor the
     # audits (test_build_mema.py runs them).
     mema_config = write_mema_config(mema_world, root, generator_resources={"gpu_node": 1}, samples=6, max_attempts=1,
-                                    audit_attacks=False)
+                                    audit_attacks=False, eye_filter=False)
     spec = {"input": f"{bucket}/in", "placed": f"{bucket}/placed", "lost": f"{bucket}/lost",
             "model": small_models[0], "detector": small_models[1], "secret_file": str(root / "secret"),
             "archive_config": str(archive_config), "mema_archive": mema_world["archive"],
@@ -74,7 +74,7 @@ def test_build_mema_generates_only_on_the_gpu_node(multinode):
     assert mema["nodes"] == [result["gpu_node"]]
     # It read the --index it was given and built none of its own.
     assert not storage.exists(f"{multinode['spec']['mema_output']}/private/identity_index", multinode["settings"])
-    assert "attack audit off in the config" in mema["output"]
+    assert "attack audit off in the config" in mema["output"] and "eye-band filter off" in mema["output"]
     sampled = re.search(r"sampled (\d+) = released (\d+) \+ rejected (\d+)", mema["output"])
     assert sampled and int(sampled[2]) > 0 and int(sampled[1]) == int(sampled[2]) + int(sampled[3])
 

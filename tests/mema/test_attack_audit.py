@@ -3,48 +3,18 @@ periocular recogniser and the pixel attacker, and the card's bars and pictures t
 
 import json
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from medeid import codecs, schema
-from medeid.evaluate.attacks import BAND_ROWS, eye_band_bytes
-from medeid.mema.attack_audit import ATTACKS, AUDITOR, Bands, audit_attacks, audit_released_attacks
+from medeid.mema.attack_audit import ATTACKS, AUDITOR, audit_released_attacks
 from medeid.mema.card import card_figures, write_card
-from medeid.pipelines.synthetic_archive import METADATA, write_photos
-from medeid.synth.cohort import cohort_rows, render_row
+from tests.mema.eye_world import NEWCOMERS, PATIENTS, PHOTOS, SIZE
 from tests.mema.test_card import assert_png, bar, build_clean, readme_row, write
 
-SIZE, PATIENTS, PHOTOS, NEWCOMERS, EPOCHS = 64, 150, 3, 8, 20
 PERIOCULAR = "eye band re-identifies"
 PIXEL = "eye band copies"
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """An archive of 150 patients x 3 photos (written as `build_archive` does, without Ray), and eight
-    people in no cohort: the first with a real photo's eye band pasted in, the others clean. (With
-    much fewer patients, a stranger's eye band lands near some patient's, as in a tiny cohort it would.)"""
-    archive = tmp_path_factory.mktemp("archive")
-    rows = cohort_rows(PATIENTS + NEWCOMERS, PHOTOS, seed=11)
-    real_rows = [r for r in rows if r["patient_index"] < PATIENTS]
-    metadata = write_photos(pa.Table.from_pylist(real_rows), root=str(archive), size=SIZE)
-    (archive / METADATA).mkdir()
-    pq.write_table(metadata, archive / METADATA / "part-0.parquet")
-    # As stored (JPEG among them), which is what a generator's source photo is.
-    real = np.stack([codecs.decode((archive / key).read_bytes()) for key in metadata["photo_key"].to_pylist()])
-    strangers = np.stack([render_row(r, SIZE).image for r in rows if r["patient_index"] >= PATIENTS][::PHOTOS])
-    pasted = strangers[0].copy()
-    band = slice(round(BAND_ROWS[0] * SIZE), round(BAND_ROWS[1] * SIZE))
-    pasted[band] = real[9, band]  # photo 9's eye band in a stranger's face
-    released = np.concatenate([pasted[None], strangers[1:]])
-    keys = np.array(metadata["photo_key"].to_pylist())
-    real_bands = Bands(eye_band_bytes(real), keys, np.array(metadata["patient_id"].to_pylist()))
-    ids = np.array(["pasted"] + [f"clean-{i}" for i in range(1, NEWCOMERS)])
-    table, auditor = audit_attacks(Bands(eye_band_bytes(released), ids), real_bands, EPOCHS, log=None)
-    return {"archive": str(archive), "keys": keys, "released": released, "ids": ids, "table": table.to_pydict(),
-            "auditor": auditor}
 
 
 def test_a_pasted_eye_band_is_a_pixel_copy_and_a_periocular_match(world):
@@ -68,10 +38,11 @@ def test_the_periocular_auditor_beats_chance_by_far(world):
     auditor = world["auditor"]
     assert auditor["photos"] == PATIENTS * PHOTOS and auditor["patients"] == PATIENTS
     assert auditor["chance"] == pytest.approx(1 / PATIENTS)
-    # 160 training steps on 450 photos reach about 50 % (chance 0.7 %); a demo-sized archive's 1,600
-    # photos reached 87 % (chance 0.25 %).
-    assert auditor["top1_others"] >= max(0.4, 50 * auditor["chance"])
-    assert auditor["far"] == 1e-3 and 0 <= auditor["found_at_threshold"] <= 1 and auditor["tar"] > 0.1
+    # 240 training steps on 450 photos reached 43-46 % over four seeds (chance 0.7 %; at 160 steps
+    # 32-49 %, too much for a bar: the float kernels of another CPU move it); a demo-sized archive's
+    # 1,600 photos reached 87 % (chance 0.25 %).
+    assert auditor["top1_others"] >= max(0.35, 50 * auditor["chance"])
+    assert auditor["far"] == 1e-3 and 0 <= auditor["found_at_threshold"] <= 1 and auditor["tar"] > 0.05
     assert auditor["pair_threshold"] < auditor["threshold"]  # a pair's tail sits below the nearest-photo tail
 
 
@@ -137,8 +108,9 @@ def test_audit_released_attacks_reads_the_build_and_the_archive_with_ray(world, 
     found = audit_released_attacks(str(tmp_path / "shards"), world["archive"], str(tmp_path / ATTACKS),
                                    epochs=1, log=None)
     assert (found["released"], found["pixel_copies"], found["photos"]) == (NEWCOMERS, 1, PATIENTS * PHOTOS)
-    written = pq.read_table(tmp_path / ATTACKS / "attacks.parquet").to_pydict()
-    assert written["sample_id"] == list(world["ids"])
-    assert written["pixel_nearest_key"] == world["table"]["pixel_nearest_key"]
-    assert written["pixel_distance"] == pytest.approx(world["table"]["pixel_distance"], abs=1e-4)
+    written = pq.read_table(tmp_path / ATTACKS / "attacks.parquet").sort_by("sample_id").to_pydict()
+    expected = pa.table(world["table"]).sort_by("sample_id").to_pydict()  # read back in id order
+    assert written["sample_id"] == sorted(world["ids"]) == expected["sample_id"]
+    assert written["pixel_nearest_key"] == expected["pixel_nearest_key"]
+    assert written["pixel_distance"] == pytest.approx(expected["pixel_distance"], abs=1e-4)
     assert json.loads((tmp_path / ATTACKS / AUDITOR).read_text())["archive"] == world["archive"]

@@ -14,7 +14,8 @@ from medeid.mema.attack_audit import ATTACKS
 from medeid.mema.generation import FaceGenerator
 from medeid.models.generator import load_pipeline
 from medeid.models.identity_index import IdentityIndex
-from medeid.pipelines.mema import CONDITIONS, REJECTIONS, SHARDS, IdentityFilter, attempt_seed, read_landed
+from medeid.pipelines.mema import CONDITIONS, REJECTIONS, SHARDS, attempt_seed, read_landed
+from medeid.pipelines.mema_filters import IdentityFilter
 from tests.budgets import fixture_budget, subprocess_limit
 
 COLUMNS = ["sample_id", "attempt", "disease"]
@@ -128,6 +129,7 @@ def test_build_mema_via_ray_job_submit(resumed_run, mema_world):
     assert storage.exists(f"{output}/private/attacks/nearest_real.png")
     # The world's medical model is untrained and has no real-trained figures: nothing to compare with, said so.
     assert "train-on-MeMa test skipped: no metrics.json beside the medical model" in stdout
+    assert "eye-band filter: a periocular recogniser of its own on 60 real photos" in stdout
     if len(released) >= 2:  # the face distance of the released images, by the evaluator, is on the card
         distance = json.loads(storage.read_bytes(f"{output}/audit/face_distance.json"))
         assert distance["images"] >= 2 and distance["mema_to_real"] > 0 and distance["real_to_real"] > 0
@@ -169,7 +171,13 @@ def test_real_photos_fed_as_generated_are_all_rejected(mema_world):
     batch = {"sample_id": np.array(keys, dtype=object), "image": images,
              "stage": np.array([""] * n, dtype=object), "reason": np.array([""] * n, dtype=object),
              "figure": np.full(n, np.nan, np.float32), "threshold": np.full(n, np.nan, np.float32)}
-    out = IdentityFilter(recognizer, index.to_ref(), margin=0.0)(batch)
+    open_set = index.open_set_threshold(0.01)
+    out = IdentityFilter(recognizer, index.to_ref(), margin=0.0, open_set=open_set)(batch)
     assert n == 60 and list(out["stage"]) == ["identity"] * n
     assert all("too close to a real patient" in r for r in out["reason"])
     assert (out["nearest_similarity"] >= 0.99).all()
+    # The open-set figure, where it is above the recogniser's per-pair threshold, is the rule.
+    per_pair = IdentityFilter(recognizer, index.to_ref(), margin=0.0).threshold
+    assert out["identity_threshold"][0] == pytest.approx(max(per_pair, open_set))
+    lenient = IdentityFilter(recognizer, index.to_ref(), margin=0.0, open_set=1.01)(batch)
+    assert not any(lenient["stage"]) and np.allclose(lenient["identity_threshold"], 1.01)

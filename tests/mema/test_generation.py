@@ -12,8 +12,9 @@ from medeid.mema.generation import FaceGenerator, keep_region
 from medeid.mema.prompts import prompt
 from medeid.models.generator import TinyGeneratorConfig, build_tiny_pipeline
 from medeid.mema.build import clear_output
-from medeid.pipelines.mema import (REJECTIONS, SHARDS, Progress, attempt_seed, face_quality, group_blocks,
-                                   pending_rows, read_landed, write_parts)
+from medeid.pipelines.mema import (REJECTIONS, SHARDS, Progress, attempt_seed, group_blocks, pending_rows,
+                                   read_landed, write_parts)
+from medeid.pipelines.mema_filters import face_quality
 
 TEMPLATE = "a clinical photo of a {sex} patient aged {age_band} with {condition}"
 

@@ -123,3 +123,52 @@ def test_ref_round_trip_shares_the_matrix_without_copying(ray_session, data):
 
     writeable, found = ray_session.get(in_a_worker.remote([ref]))
     assert not writeable and found == index.nearest(queries[:2])
+
+
+def patient_world(rng: np.random.Generator, patients: int, photos: int, d: int = 64, spread: float = 0.6):
+    """Photos scattered around one random point per patient: their unit embeddings and patient ids."""
+    centres = unit_rows(rng, patients, d)
+    noise = rng.standard_normal((patients * photos, d)).astype(np.float32) * spread / np.sqrt(d)
+    vectors = np.repeat(centres, photos, axis=0) + noise
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), centres, np.repeat(np.arange(patients), photos)
+
+
+@pytest.mark.parametrize("chunk_rows", [97, 100_000])
+def test_open_set_threshold_passes_strangers_and_stops_the_patients_other_photos(chunk_rows):
+    rng = np.random.default_rng(3)
+    vectors, centres, patients = patient_world(rng, 300, 3)
+    index = IdentityIndex(vectors, [f"P{p}" for p in patients], [f"k{i}" for i in range(len(vectors))],
+                          chunk_rows=chunk_rows)
+    far = 0.02
+    threshold = index.open_set_threshold(far)
+
+    # Brute force: each photo's nearest photo of another patient, and the value `far` of them reach.
+    stored = index.embeddings.astype(np.float32)
+    product = stored @ stored.T
+    product[patients[:, None] == patients[None, :]] = -np.inf
+    nearest_other = np.sort(product.max(axis=1))
+    assert threshold == pytest.approx(nearest_other[int(np.ceil(len(nearest_other) * (1 - far))) - 1], abs=1e-6)
+
+    # Fresh strangers (from the same population) reach it about as often as `far` says...
+    strangers, _, _ = patient_world(np.random.default_rng(4), 1000, 1)
+    stranger_best, _ = index.max_similarity(strangers)
+    assert np.mean(stranger_best >= threshold) < 3 * far
+    # ...where the per-pair rule at the same FAR (pairs of different patients) would stop most of them.
+    pair_threshold = np.quantile(product[np.isfinite(product)], 1 - far)
+    assert np.mean(stranger_best >= pair_threshold) > 0.5
+    # A new photo of an indexed patient is still caught.
+    new_photos = centres + rng.standard_normal(centres.shape).astype(np.float32) * 0.6 / np.sqrt(centres.shape[1])
+    new_best, _ = index.max_similarity(new_photos)
+    assert np.mean(new_best >= threshold) > 0.9
+
+
+def test_open_set_threshold_from_a_sample_of_photos_and_its_errors():
+    rng = np.random.default_rng(5)
+    vectors, _, patients = patient_world(rng, 400, 3)
+    index = IdentityIndex(vectors, [f"P{p}" for p in patients], [f"k{i}" for i in range(len(vectors))])
+    full, sampled = index.open_set_threshold(0.05), index.open_set_threshold(0.05, max_queries=600)
+    assert sampled != full and abs(sampled - full) < 0.03
+    with pytest.raises(ValueError, match="at least two patients"):
+        IdentityIndex(vectors[:3], ["P0"] * 3, ["a", "b", "c"]).open_set_threshold(0.05)
+    with pytest.raises(ValueError, match="far must lie"):
+        index.open_set_threshold(1.5)
