@@ -98,9 +98,16 @@ LOOK_AT = [("archive/contact_sheet.png", "archive"), ("archive/samples.png", "ar
              for name in ("deid", "detector", "recognizer", "evaluator", "medical"))]
 
 
-def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
+def run_demo(output_dir: str = "demo-output", config: str = "demo", until: str | None = None) -> int:
+    """Run the demo's steps in order; with `until`, stop after the first step whose name holds it."""
     local = Path(output_dir).resolve()
     started = time.monotonic()
+    steps = STEPS
+    if until is not None:
+        last = next((i for i, (what, _) in enumerate(STEPS) if until.lower() in what.lower()), None)
+        if last is None:
+            raise ValueError(f"no demo step is named like {until!r}; the steps: {[what for what, _ in STEPS]}")
+        steps = STEPS[:last + 1]
     with LocalS3() as s3, tempfile.TemporaryDirectory() as private:
         secret_file = Path(private) / "archive.secret"  # made for this run, readable by this user only
         secret_file.touch(mode=0o600)
@@ -113,9 +120,9 @@ def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
         print(f"[demo] local S3 server at {s3.endpoint_url}; starting a local Ray cluster ...", flush=True)
         with RayHead(env=s3.env) as head:
             print(f"[demo] Ray at {head.address}", flush=True)
-            for i, (what, entrypoint) in enumerate(STEPS, 1):
+            for i, (what, entrypoint) in enumerate(steps, 1):
                 step_started = time.monotonic()
-                print(f"\n[demo] step {i}/{len(STEPS)}: {what}: ray job submit -- python {' '.join(entrypoint)}",
+                print(f"\n[demo] step {i}/{len(steps)}: {what}: ray job submit -- python {' '.join(entrypoint)}",
                       flush=True)
                 entrypoint = [placeholders.get(arg, arg) for arg in entrypoint]
                 job = head.submit(["python", *entrypoint, "--config", config], timeout_s=STEP_TIMEOUT_S)
@@ -126,6 +133,9 @@ def run_demo(output_dir: str = "demo-output", config: str = "demo") -> int:
         for source, destination in LOOK_AT:
             uri = storage.join(DEMO_BUCKET, source)
             target = local / destination
+            if steps is not STEPS and not storage.exists(uri, s3.settings) \
+                    and not storage.list_files(uri, s3.settings):
+                continue  # a step not run with --until
             if source.endswith((".png", ".json")):
                 target.mkdir(parents=True, exist_ok=True)
                 (target / source.rsplit("/", 1)[1]).write_bytes(storage.read_bytes(uri, s3.settings))
@@ -154,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m medeid.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default="demo-output", help="where the results are copied to")
-    return run_demo(parser.parse_args(argv).output_dir)
+    parser.add_argument("--until", default=None, help="stop after the first step whose name holds this "
+                                                       "(e.g. 'MeMa'): a part of the demo, for development")
+    args = parser.parse_args(argv)
+    return run_demo(args.output_dir, until=args.until)
 
 
 if __name__ == "__main__":

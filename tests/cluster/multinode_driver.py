@@ -45,7 +45,10 @@ def run_job(cluster: LocalCluster, argv: list[str], watch: str, remove_when=None
     # Every actor of that class the cluster has had: pools that lived between polls too (the scenarios
     # watching the same class run in order, and only the first one's nodes are checked).
     seen |= actor_nodes(watch, alive_only=False)
-    return {"returncode": job.returncode, "output": output[-6000:], "nodes": sorted(seen), "removed": removed,
+    # The job's own lines (what it says it does) in full, and the tail of everything else.
+    own = "\n".join(line for line in output.splitlines() if line.startswith("[") and "INFO" not in line)
+    return {"returncode": job.returncode, "output": own[-6000:] + "\n" + output[-6000:], "nodes": sorted(seen),
+            "removed": removed,
             "seconds": round(time.monotonic() - started, 1)}
 
 
