@@ -27,6 +27,7 @@ from medeid.synth.conditions import DISEASES, LATERALITIES
 from medeid.train.medical import COLUMNS, held_out_photos, train_medical_on
 
 TSTR = "tstr"  # under the MeMa root: figures.json (numbers only: no image, no real patient named)
+TSTR_CHECKPOINT_EVERY_S = 30.0
 COMPARED = ("disease_accuracy", "laterality_accuracy", "severity_accuracy", "tumour_dice")
 
 
@@ -90,8 +91,9 @@ def train_on_mema(shards_uri: str, archive_root: str, real_metrics: dict, output
     if n_train == 0:
         raise ValueError(f"no released MeMa image under {shards_uri} to train on")
     datasets = {"train": train, "test": held_out_photos(archive_root, cfg, settings)}
+    # Hundreds of 2-step epochs on a few hundred images: checkpoints at most every 30 s, not every epoch.
     mema_trained = train_medical_on(datasets, n_train, storage.join(output_uri, "model"), runs_uri, "tstr", cfg,
-                                    settings, source=shards_uri)
+                                    settings, source=shards_uri, checkpoint_every_s=TSTR_CHECKPOINT_EVERY_S)
     figures = {**compare(mema_trained, real_metrics), "mema_images": n_train, "epochs": cfg.epochs,
                "real_train_photos": real_metrics.get("train_photos")}
     storage.write_bytes(storage.join(output_uri, "figures.json"), json.dumps(figures, indent=1).encode(), settings)

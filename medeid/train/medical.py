@@ -149,10 +149,11 @@ def held_out_photos(archive_root: str, cfg: MedicalConfig, settings=None, split:
 
 def train_medical_on(datasets: dict, n_train: int, model_uri: str, runs_uri: str, name: str, cfg: MedicalConfig,
                      settings: storage.S3Settings | None = None, fail_after_epoch: int | None = None,
-                     source: str = "") -> dict:
+                     source: str = "", checkpoint_every_s: float = 0.0) -> dict:
     """Train on `datasets["train"]` and evaluate on `datasets["test"]` (Ray Datasets with `COLUMNS`), save
     to `model_uri`: the archive's own split, or MeMa's images tested on real patients (`mema.tstr`)."""
     config = {**dataclasses.asdict(cfg), "fail_after_epoch": fail_after_epoch,
+              "checkpoint_every_s": checkpoint_every_s,
               "steps_per_epoch": max(1, n_train // (cfg.batch_size * cfg.num_workers))}
     result = run_training(train_loop_per_worker, config, name=name, storage_uri=runs_uri, datasets=datasets,
                           num_workers=cfg.num_workers, settings=settings)

@@ -80,6 +80,12 @@ def test_a_model_trained_on_mema_alone_is_tested_on_the_real_held_out_patients(a
     assert not figures["disease_passed"]
     saved = json.loads(storage.read_bytes("s3://tstr/mema/tstr/figures.json", s3.settings))
     assert saved == json.loads(json.dumps(figures)) and storage.list_files("s3://tstr/mema/tstr/model", s3.settings)
+    # Two short epochs, checkpoints at most every 30 s: only the last epoch's was written (every epoch's
+    # would leave two, the run keeping two).
+    run_files = storage.list_files("s3://tstr/runs/tstr", s3.settings)
+    checkpoints = {f.split("/checkpoint_")[1].split("/")[0] for f in run_files  # checkpoint_<time>/ folders
+                   if "/checkpoint_" in f and "/" in f.split("/checkpoint_")[1]}
+    assert CFG.epochs == 2 and len(checkpoints) == 1
     with pytest.raises(ValueError, match="another held-out split"):
         train_on_mema("s3://tstr/mema/shards", archive, {**real, "config": {"held_out": 0.5}}, "s3://tstr/x",
                       "s3://tstr/runs", CFG, s3.settings)
