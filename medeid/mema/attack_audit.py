@@ -29,6 +29,7 @@ from medeid.evaluate.attacks import (COPY_MAD, Gallery, Recogniser, band_pixels,
                                      eye_band_bytes, pixel_scores, train_recogniser)
 from medeid.evaluate.verification import verification_rates
 from medeid.models.identity import centred_crop
+from medeid.models.identity_index import fixed_sample, reached_by_share
 from medeid.pipelines.synthetic_archive import METADATA
 
 ATTACKS = "private/attacks"
@@ -60,11 +61,9 @@ def train_auditor(real: Bands, epochs: int = PERIOCULAR_EPOCHS, log=print, far: 
     # (open-set), not FAR of pairs: per pair, a face unrelated to everyone would reach it against
     # 1,600 photos more often than not (42 of 60 clean strangers did on a demo-sized archive; none
     # reached this one, which 56 of 60 faces with a kept real eye region reached).
-    threshold = float(np.sort(other_patient)[int(np.ceil(len(other_patient) * (1 - far))) - 1])
+    threshold = reached_by_share(other_patient, far)
     # All pairs of a big archive would not fit: a fixed sample of photos measures the pairwise figures.
-    sample = np.arange(len(embeddings))
-    if len(sample) > MAX_THRESHOLD_PHOTOS:
-        sample = np.sort(np.random.default_rng(0).choice(sample, MAX_THRESHOLD_PHOTOS, replace=False))
+    sample = fixed_sample(len(embeddings), MAX_THRESHOLD_PHOTOS)
     try:
         pairs = verification_rates(embeddings[sample], real.patients[sample], far)
     except ValueError:  # too few photos for a per-pair rate at this FAR: the open-set threshold still stands

@@ -35,6 +35,7 @@ from medeid.evaluate.attacks import (
 )
 from medeid.mema.attack_audit import MAX_THRESHOLD_PHOTOS, PERIOCULAR_EPOCHS, read_real_bands, train_auditor
 from medeid.models.generator import resolve_uri
+from medeid.models.identity_index import fixed_sample, reached_by_share
 
 FILTER_SEED = 1  # the audit's recogniser is seed 0: two networks, so the audit is not the filter's own judge
 FILTER_FAR = 1e-2
@@ -88,13 +89,10 @@ def prepare_eye_check(archive_root: str, size: int, settings: storage.S3Settings
 def strangers_distance(pixels: np.ndarray, patients: np.ndarray, far: float) -> float:
     """The eye-band pixel difference (0..255) under which only a share `far` of the real photos have
     their nearest photo of another patient: how close two different people's bands come."""
-    rows = np.arange(len(pixels))
-    if len(rows) > MAX_THRESHOLD_PHOTOS:  # a fixed sample of photos, against every photo
-        rows = np.sort(np.random.default_rng(0).choice(rows, MAX_THRESHOLD_PHOTOS, replace=False))
-    distance = -pixel_scores(pixels[rows], pixels)
-    distance[patients[rows][:, None] == patients[None, :]] = np.inf
-    nearest_other = np.sort(distance.min(1))
-    return float(nearest_other[int(np.floor(len(nearest_other) * far))])
+    rows = fixed_sample(len(pixels), MAX_THRESHOLD_PHOTOS)  # a fixed sample of photos, against every photo
+    similarity = pixel_scores(pixels[rows], pixels)  # negative differences: higher is nearer
+    similarity[patients[rows][:, None] == patients[None, :]] = -np.inf
+    return -reached_by_share(similarity.max(1), far)
 
 
 def generator_resolution(uri: str, settings: storage.S3Settings | None = None) -> int:

@@ -20,6 +20,18 @@ DEFAULT_CHUNK_ROWS = 65536  # 64 Ki rows: a 128 MiB float32 chunk at 512-d
 MAX_OPEN_SET_QUERIES = 20000  # photos scored for the open-set threshold: its 1e-3 quantile from 20 above it
 
 
+def reached_by_share(values: np.ndarray, share: float) -> float:
+    """The value that a `share` of `values` reach (at or above it): an open-set threshold, where `values`
+    are each real photo's similarity to its nearest photo of another patient and `share` the FAR."""
+    return float(np.sort(values)[int(np.ceil(len(values) * (1 - share))) - 1])
+
+
+def fixed_sample(n: int, at_most: int, seed: int = 0) -> np.ndarray:
+    """Row numbers 0..n-1, or a fixed sorted sample of `at_most` of them when there are more."""
+    rows = np.arange(n)
+    return rows if n <= at_most else np.sort(np.random.default_rng(seed).choice(rows, at_most, replace=False))
+
+
 def recognizer_id(embedder) -> str:
     """What the index's `model` column holds for an `IdentityEmbedder`: its ONNX file's sha256.
 
@@ -144,9 +156,7 @@ class IdentityIndex:
         codes = pc.dictionary_encode(self.patient_ids).indices.to_numpy(zero_copy_only=False)
         if len(np.unique(codes)) < 2:
             raise ValueError("an open-set threshold needs photos of at least two patients in the index")
-        rows = np.arange(len(self))
-        if len(rows) > max_queries:
-            rows = np.sort(np.random.default_rng(seed).choice(rows, max_queries, replace=False))
+        rows = fixed_sample(len(self), max_queries, seed)
         queries = self.embeddings[rows].astype(np.float32)
         best = np.full(len(rows), -np.inf, dtype=np.float32)
         for start in range(0, len(self), self.chunk_rows):
@@ -154,8 +164,7 @@ class IdentityIndex:
             product[codes[rows][:, None] == codes[None, start:start + self.chunk_rows]] = -np.inf
             best = np.maximum(best, product.max(axis=1))
             del product
-        # The value that a share `far` of the photos reach, as the periocular auditor takes its own.
-        return float(np.sort(best)[int(np.ceil(len(best) * (1 - far))) - 1])
+        return reached_by_share(best, far)
 
     def nearest(self, queries: np.ndarray) -> list[dict]:
         """Each query's nearest real photo, as {patient_id, photo_key, similarity}: for audits."""

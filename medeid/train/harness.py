@@ -150,7 +150,8 @@ def train_epochs(model: torch.nn.Module, make_optimizer: Callable, config: dict,
                or config.get("fail_after_epoch") == epoch)
         report(metrics, {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step} if due else None)
-        last_saved = time.monotonic() if due else last_saved
+        if due:
+            last_saved = time.monotonic()
         # Test hook: fail once, after the first checkpoint of a fresh run, to exercise recovery. The
         # controller registers a reported checkpoint when it next polls the workers; a failure raised
         # at once can reach it first (seen once in ~10 CI runs: the retry then found no checkpoint).
