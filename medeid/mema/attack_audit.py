@@ -30,7 +30,7 @@ from medeid.evaluate.attacks import (COPY_MAD, Gallery, Recogniser, band_pixels,
 from medeid.evaluate.verification import verification_rates
 from medeid.models.identity import centred_crop
 from medeid.models.identity_index import fixed_sample, reached_by_share
-from medeid.pipelines.synthetic_archive import METADATA
+from medeid.pipelines.synthetic_archive import metadata_dataset
 
 ATTACKS = "private/attacks"
 TABLE, AUDITOR = "attacks.parquet", "auditor.json"
@@ -180,8 +180,7 @@ def read_bands(shards_uri: str, archive_root: str, settings: storage.S3Settings 
 
 def read_real_bands(archive_root: str, size: int, settings: storage.S3Settings | None = None) -> Bands:
     """The eye bands of every real photo of the archive, decoded and centre-cropped at `size`."""
-    meta_fs, meta_path = storage.filesystem(storage.join(archive_root, METADATA), settings)
-    real = ray.data.read_parquet(meta_path, filesystem=meta_fs, columns=["photo_key", "patient_id"]).map_batches(
+    real = metadata_dataset(archive_root, settings, ["photo_key", "patient_id"]).map_batches(
         _real_bands, batch_size=64, batch_format="pyarrow",
         fn_kwargs={"root": archive_root, "size": size, "settings": settings})
     return _collect(real, True)

@@ -68,33 +68,43 @@ def compare(mema_trained: dict, real_trained: dict) -> dict:
             "dice_passed": dice is not None and dice >= DICE_RATIO_BAR}
 
 
-def matched_config(real_metrics: dict, n_mema: int, max_epochs: int = 400) -> MedicalConfig:
+def matched_config(real_metrics: dict, n_mema: int, max_epochs: int = 400) -> tuple[MedicalConfig, int]:
     """The real-trained model's own config, with as many optimisation steps on MeMa's images as it took on
-    the real ones (epochs scaled by real photos / MeMa images) and one evaluation, at the end: the
-    comparison is of data, not of training length."""
+    the real ones, and one evaluation, at the end: the comparison is of data, not of training length.
+
+    Returns the config and how many times MeMa's images repeat in one epoch: about as many as the real
+    training photos, so the epochs are as many as the real model's. Each epoch has a fixed cost of its own
+    (Ray Data's split of the shard, the report), which hundreds of 3-step epochs paid ~1.4 s at a time:
+    5 of the 7 minutes train-on-MeMa took in the demo of 2026-12-08."""
     fields = dict(real_metrics["config"])
     fields["widths"] = tuple(fields["widths"])
     real = MedicalConfig(**fields)
-    epochs = min(max_epochs, max(real.epochs, math.ceil(real.epochs * real_metrics["train_photos"] / n_mema)))
-    return dataclasses.replace(real, epochs=epochs, eval_every=epochs)
+    repeats = max(1, real_metrics["train_photos"] // n_mema)
+    epochs = min(max_epochs, max(real.epochs, math.ceil(real.epochs * real_metrics["train_photos"]
+                                                         / (n_mema * repeats))))
+    return dataclasses.replace(real, epochs=epochs, eval_every=epochs), repeats
 
 
 def train_on_mema(shards_uri: str, archive_root: str, real_metrics: dict, output_uri: str, runs_uri: str,
-                  cfg: MedicalConfig, settings: storage.S3Settings | None = None) -> dict:
-    """Train the medical model on MeMa's released images, test it on the archive's held-out patients and
-    compare with `real_metrics` (the real-trained model's `metrics.json`, same split). Writes the model
-    to `<output_uri>/model` and the figures to `<output_uri>/figures.json`; returns them."""
+                  cfg: MedicalConfig, settings: storage.S3Settings | None = None, repeats: int = 1) -> dict:
+    """Train the medical model on MeMa's released images (each `repeats` times an epoch), test it on the
+    archive's held-out patients and compare with `real_metrics` (the real-trained model's `metrics.json`,
+    same split). Writes the model to `<output_uri>/model` and the figures to `<output_uri>/figures.json`;
+    returns them."""
     if dataclasses.asdict(cfg)["held_out"] != real_metrics.get("config", {}).get("held_out", cfg.held_out):
         raise ValueError("the real-trained model was tested on another held-out split: the figures would not compare")
     train = mema_dataset(shards_uri, cfg.image_size, settings)
     n_train = train.count()
     if n_train == 0:
         raise ValueError(f"no released MeMa image under {shards_uri} to train on")
-    datasets = {"train": train, "test": held_out_photos(archive_root, cfg, settings)}
-    # Hundreds of 2-step epochs on a few hundred images: checkpoints at most every 30 s, not every epoch.
-    mema_trained = train_medical_on(datasets, n_train, storage.join(output_uri, "model"), runs_uri, "tstr", cfg,
-                                    settings, source=shards_uri, checkpoint_every_s=TSTR_CHECKPOINT_EVERY_S)
+    repeated = train.union(*[train] * (repeats - 1)) if repeats > 1 else train  # the same blocks, no copy
+    datasets = {"train": repeated, "test": held_out_photos(archive_root, cfg, settings)}
+    # Many short epochs on a few hundred images: checkpoints at most every 30 s, not every epoch.
+    mema_trained = train_medical_on(datasets, n_train * repeats, storage.join(output_uri, "model"), runs_uri,
+                                    "tstr", cfg, settings, source=shards_uri,
+                                    checkpoint_every_s=TSTR_CHECKPOINT_EVERY_S)
     figures = {**compare(mema_trained, real_metrics), "mema_images": n_train, "epochs": cfg.epochs,
+               "repeats": repeats, "steps": mema_trained.get("step"),
                "real_train_photos": real_metrics.get("train_photos")}
     storage.write_bytes(storage.join(output_uri, "figures.json"), json.dumps(figures, indent=1).encode(), settings)
     return figures
@@ -112,5 +122,6 @@ def run_tstr(shards_uri: str, archive_root: str, medical_uri: str, output_uri: s
     real = json.loads(storage.read_bytes(metrics_uri, settings))
     fs, path = storage.filesystem(shards_uri, settings)
     n_mema = pads.dataset(path, filesystem=fs, format="parquet").count_rows()
-    cfg = matched_config(real, max(1, n_mema))
-    return train_on_mema(shards_uri, archive_root, real, output_uri, storage.join(output_uri, "runs"), cfg, settings)
+    cfg, repeats = matched_config(real, max(1, n_mema))
+    return train_on_mema(shards_uri, archive_root, real, output_uri, storage.join(output_uri, "runs"), cfg, settings,
+                         repeats)

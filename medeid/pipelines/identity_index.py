@@ -21,7 +21,7 @@ import ray
 from medeid import codecs, schema, storage
 from medeid.models.identity import IdentityEmbedder
 from medeid.models.identity_index import recognizer_id
-from medeid.pipelines.synthetic_archive import METADATA
+from medeid.pipelines.synthetic_archive import metadata_dataset
 
 STAGE = "identity_index"
 READ_THREADS = 8  # photo reads wait on the object store, not the CPU
@@ -107,10 +107,8 @@ def build_identity_index(archive_root: str, pack_uri: str, output_uri: str,
     """
     for uri in (archive_root, output_uri):
         storage.check_reachable(uri, settings)
-    archive_fs, archive_path = storage.filesystem(archive_root, settings)
     # 1. The archive's photo rows: only the columns the index keeps.
-    photos = (ray.data.read_parquet(f"{archive_path}/{METADATA}", filesystem=archive_fs)
-              .select_columns(["photo_key", "patient_id"]))
+    photos = metadata_dataset(archive_root, settings, ["photo_key", "patient_id"])
     inputs = photos.count()
     # 2. Embed every photo once; both writers below read the materialised result.
     embedded = photos.map_batches(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import ray
 
@@ -111,6 +112,21 @@ def build_archive(root: str, patients: int, photos_per_patient: int, size: int =
     requested = patients * photos_per_patient
     return ArchiveResult(root=root, requested=requested, written=metadata.num_rows, quarantined=0,
                          skipped=0, metadata=metadata)
+
+
+PHOTOS_PER_BLOCK = 128  # metadata rows a Ray Data task takes: the decoding of their photos, one after another
+
+
+def metadata_dataset(root: str, settings: storage.S3Settings | None = None,
+                     columns: list[str] | None = None) -> ray.data.Dataset:
+    """The archive's photo rows as a Ray Dataset in blocks of `PHOTOS_PER_BLOCK`. A parquet file is read
+    by one task, and a map fused onto that read decoded every photo of the archive on one CPU (60 s of
+    the demo's training pairs, 12 s of each archive read)."""
+    fs, root_path = storage.filesystem(root, settings)
+    path = f"{root_path}/{METADATA}"
+    rows = pads.dataset(path, filesystem=fs, format="parquet").count_rows()  # from the footers
+    return (ray.data.read_parquet(path, filesystem=fs, columns=columns)
+            .repartition(max(1, math.ceil(rows / PHOTOS_PER_BLOCK))))
 
 
 def read_metadata(root: str, settings: storage.S3Settings | None = None) -> pa.Table:

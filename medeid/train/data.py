@@ -10,7 +10,7 @@ import ray
 
 from medeid import codecs, storage
 from medeid.models.identity import centred_crop
-from medeid.pipelines.synthetic_archive import METADATA, read_metadata
+from medeid.pipelines.synthetic_archive import metadata_dataset, read_metadata
 from medeid.synth.conditions import DISEASES, LATERALITIES
 
 SPLITS = ("train", "test")
@@ -60,9 +60,8 @@ def archive_dataset(root: str, split: str, size: int, with_masks: bool = False,
     """The photos of one split of an archive, decoded at `size` x `size`."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    fs, path = storage.filesystem(storage.join(root, METADATA), settings)
     return (
-        ray.data.read_parquet(path, filesystem=fs)
+        metadata_dataset(root, settings)
         .filter(lambda row: split_of(row["patient_id"], held_out) == split)
         .map_batches(load_photos, batch_size=64, batch_format="pyarrow",
                      fn_kwargs={"root": root, "size": size, "with_masks": with_masks, "classes": classes,

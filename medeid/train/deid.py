@@ -61,7 +61,7 @@ from medeid.models.deid.model import (
 )
 from medeid.models.medical import MedicalNet, eye_region
 from medeid.models.recognizer import INPUT_SIZE, load_torch_recognizer
-from medeid.pipelines.synthetic_archive import METADATA, read_metadata
+from medeid.pipelines.synthetic_archive import metadata_dataset, read_metadata
 from medeid.pixels import to_signed
 from medeid.synth.cohort import photo_nuisance
 from medeid.synth.conditions import Condition
@@ -222,8 +222,7 @@ def paired_dataset(root: str, size: int, donors: list[SyntheticDonor], donor_ski
     """The training patients' photos with their donors and targets, drawn once (the renderer is the
     slow part). `medical_uri`: the medical model whose reading the donors are drawn with (None: the
     bank's faces, for the ablation without Enc_med); `bank_readings`: its `drawn_table`."""
-    fs, path = storage.filesystem(storage.join(root, METADATA), settings)
-    return (ray.data.read_parquet(path, filesystem=fs)
+    return (metadata_dataset(root, settings)
             .filter(lambda row: split_of(row["patient_id"], cfg.held_out) == "train")
             .map_batches(load_pairs, batch_size=16, batch_format="pyarrow",
                          fn_kwargs={"root": root, "size": size, "donors": donors, "donor_skin": donor_skin,

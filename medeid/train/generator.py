@@ -30,7 +30,7 @@ from medeid.config import GeneratorConfig
 from medeid.mema.prompts import prompt
 from medeid.models.generator import build_tiny_pipeline, load_pipeline, weights_version
 from medeid.models.identity import centred_crop
-from medeid.pipelines.synthetic_archive import METADATA
+from medeid.pipelines.synthetic_archive import metadata_dataset
 from medeid.pixels import to_signed
 from medeid.train.data import split_of
 from medeid.train.harness import checkpoint_folder, is_rank_zero, run_training
@@ -52,9 +52,8 @@ def generator_examples(batch: pa.Table, *, root: str, size: int, template: str,
 
 def generator_dataset(archive_root: str, cfg: GeneratorConfig, settings: storage.S3Settings | None = None):
     """The training patients' photos and prompts; the held-out patients are left for the test on real."""
-    fs, path = storage.filesystem(storage.join(archive_root, METADATA), settings)
     held_out = cfg.held_out
-    return ray.data.read_parquet(path, filesystem=fs).filter(
+    return metadata_dataset(archive_root, settings).filter(
         lambda row: split_of(row["patient_id"], held_out) == "train").map_batches(
         generator_examples, batch_size=64, batch_format="pyarrow",
         fn_kwargs={"root": archive_root, "size": cfg.resolution, "template": cfg.prompt_template,

@@ -1,5 +1,6 @@
 """Train on synthetic, test on real: the medical model trained on released MeMa rows, tested on real patients."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 
 from medeid import codecs, schema, storage
 from medeid.config import MedicalConfig
-from medeid.mema.tstr import DICE_RATIO_BAR, DISEASE_RATIO_BAR, compare, mema_examples, train_on_mema
+from medeid.mema.tstr import (DICE_RATIO_BAR, DISEASE_RATIO_BAR, compare, matched_config, mema_examples,
+                              train_on_mema)
 from medeid.pipelines.synthetic_archive import build_archive
 from medeid.synth import cohort_rows, render_row
 from medeid.synth.conditions import DISEASES, HEALTHY, PERIOCULAR_TUMOUR
@@ -52,6 +54,17 @@ def test_ratios_and_bars_compare_the_two_models_on_the_same_figures():
     assert not poor["disease_passed"] and not poor["dice_passed"] and poor["figures"]["tumour_dice"]["ratio"] is None
 
 
+def test_the_schedule_matches_the_real_models_steps_in_as_many_epochs():
+    """MeMa's images repeat within an epoch so that it holds about as many as a real one: the same epochs
+    and steps, not hundreds of tiny epochs (each has a fixed cost)."""
+    real = {"train_photos": 1256, "config": {**dataclasses.asdict(MedicalConfig()), "epochs": 16}}
+    cfg, repeats = matched_config(real, 100)
+    assert repeats == 12 and cfg.epochs == 17 and cfg.eval_every == cfg.epochs
+    assert 16 * 1256 <= cfg.epochs * 100 * repeats < 16 * 1256 + 100 * repeats  # as many images seen, to an epoch
+    cfg, repeats = matched_config(real, 5000)  # more MeMa than real photos: no repeat, the real epochs
+    assert (cfg.epochs, repeats) == (16, 1)
+
+
 @pytest.fixture(scope="module")
 def archive(ray_session, s3):
     storage.make_bucket("s3://tstr", s3.settings)
@@ -68,13 +81,15 @@ def test_a_model_trained_on_mema_alone_is_tested_on_the_real_held_out_patients(a
     real = {"disease_accuracy": 0.9, "laterality_accuracy": 0.9, "severity_accuracy": 0.8, "tumour_dice": 0.7,
             "train_photos": 64, "config": {"held_out": CFG.held_out}}
     figures = train_on_mema("s3://tstr/mema/shards", archive, real, "s3://tstr/mema/tstr", "s3://tstr/runs", CFG,
-                            s3.settings)
+                            s3.settings, repeats=3)
     held_out = patient_ids_by_split(archive, CFG.held_out, s3.settings)["test"]
     from medeid.pipelines.synthetic_archive import read_metadata
 
     diseases = {r["patient_id"]: r["disease"] for r in read_metadata(archive, s3.settings).to_pylist()}
     healthy_share = np.mean([diseases[p] == HEALTHY for p in held_out])
     assert figures["mema_images"] == len(healthy)
+    # 12 images, 3 times an epoch: 18 a worker, 2 steps of 8 (12 alone would give each worker 6: no full batch)
+    assert (figures["repeats"], figures["steps"]) == (3, CFG.epochs * 2)
     assert figures["figures"]["disease_accuracy"]["mema"] == pytest.approx(healthy_share)
     assert figures["figures"]["disease_accuracy"]["ratio"] == pytest.approx(healthy_share / 0.9)
     assert not figures["disease_passed"]
