@@ -74,3 +74,14 @@ def test_a_dead_record_is_forgotten(ray_temp):
     record(ray_temp, dead)
     assert forget_dead_record() == dead
     assert recorded_cluster() is None and check_cluster() is None  # ray.init() would start a fresh instance
+
+
+def test_a_job_driver_gets_the_machines_cpus_back():
+    """`ray job submit` runs entrypoints under OMP_NUM_THREADS=1; `init_ray` (every job's) lifts torch back
+    to every CPU the process may use, so a driver's own work does not run on one core."""
+    code = ("import os, torch; from medeid.raycluster import driver_threads; before = torch.get_num_threads(); "
+            "print(before, driver_threads(), len(os.sched_getaffinity(0)))")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    before, after, cpus = map(int, out.stdout.split())
+    assert before == 1 and after == cpus
