@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 import yaml
 
 from medeid.mema.card_numbers import MEASURES, TOP_REASONS, TV_BAR, num, pct
 from medeid.mema.card_pictures import outcome_order
+
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
@@ -111,37 +113,47 @@ def _privacy_section(f: dict, pictures: list[str]) -> list[str]:
     return lines
 
 
+def _measured_section(title: str, intro: str, measured: dict | None, missing: str,
+                      body: Callable[[dict], list[str]]) -> list[str]:
+    """A card section about one measurement: its title and what it is, then `body(measured)`, or what is
+    missing when the build left no figures for it."""
+    lines = [f"## {title}", "", intro, ""]
+    return lines + ([missing, ""] if measured is None else body(measured))
+
+
 def _tstr_section(f: dict) -> list[str]:
-    lines = ["## Train on MeMa, test on real", "",
-             "The medical model (`medeid/train/medical.py`: the same network, loss and config as the real-trained "
-             "one, and as many optimisation steps) trained on the released images alone (their conditioned labels, "
-             "MeMa-Seg's masks for the lesion head), and tested on the archive's held-out real patients beside the "
-             "model trained on the real training patients (`medeid/mema/tstr.py`). The generator was fine-tuned on "
-             "the training patients only, so the test patients are strangers to MeMa too.", ""]
-    tstr = f["tstr"]
-    if tstr is None:
-        return lines + ["**Not run** (no `tstr/figures.json`): the two TSTR bars cannot pass without it.", ""]
-    rows = [[key.replace("_", " "), num(row["mema"]), num(row["real"]), num(row["ratio"])]
-            for key, row in tstr["figures"].items()]
-    lines += [f"{tstr['mema_images']} MeMa images, {tstr['epochs']} epochs; the real-trained model saw "
-              f"{tstr.get('real_train_photos')} photos.", ""]
-    header = ["figure on real held-out photos", "trained on MeMa", "trained on real", "ratio"]
-    return lines + _table(header, rows) + [""]
+    def body(tstr: dict) -> list[str]:
+        rows = [[key.replace("_", " "), num(row["mema"]), num(row["real"]), num(row["ratio"])]
+                for key, row in tstr["figures"].items()]
+        header = ["figure on real held-out photos", "trained on MeMa", "trained on real", "ratio"]
+        return [f"{tstr['mema_images']} MeMa images, each {tstr.get('repeats', 1)} times an epoch, for "
+                f"{tstr['epochs']} epochs; the real-trained model saw {tstr.get('real_train_photos')} photos.",
+                ""] + _table(header, rows) + [""]
+
+    return _measured_section(
+        "Train on MeMa, test on real",
+        "The medical model (`medeid/train/medical.py`: the same network, loss and config as the real-trained "
+        "one, and as many optimisation steps) trained on the released images alone (their conditioned labels, "
+        "MeMa-Seg's masks for the lesion head), and tested on the archive's held-out real patients beside the "
+        "model trained on the real training patients (`medeid/mema/tstr.py`). The generator was fine-tuned on "
+        "the training patients only, so the test patients are strangers to MeMa too.",
+        f["tstr"], "**Not run** (no `tstr/figures.json`): the two TSTR bars cannot pass without it.", body)
 
 
 def _face_distance_section(f: dict) -> list[str]:
-    lines = ["## Face distance", "",
-             "Fréchet distance between Gaussians fitted to the held-out evaluator's embeddings "
-             "(`medeid/mema/face_distance.py`): MeMa's released images against half of the real patients, beside "
-             "the other half of the real patients against the same half, with as many images on each side.", ""]
-    distance = f["face_distance"]
-    if distance is None:
-        return lines + ["**Not measured** (no `audit/face_distance.json`): its bar cannot pass without it.", ""]
-    rows = [["MeMa to real", num(distance["mema_to_real"])], ["real to real", num(distance["real_to_real"])],
-            ["ratio", num(distance["ratio"], 2)]]
-    return lines + _table(["", "Fréchet distance"], rows) + [
-        "", f"{distance['images']} images a side, mean of {distance['repeats']} draws of the halves; "
-        f"{distance['real_photos']} real photos of {distance['real_patients']} patients.", ""]
+    def body(distance: dict) -> list[str]:
+        rows = [["MeMa to real", num(distance["mema_to_real"])], ["real to real", num(distance["real_to_real"])],
+                ["ratio", num(distance["ratio"], 2)]]
+        return _table(["", "Fréchet distance"], rows) + [
+            "", f"{distance['images']} images a side, mean of {distance['repeats']} draws of the halves; "
+            f"{distance['real_photos']} real photos of {distance['real_patients']} patients.", ""]
+
+    return _measured_section(
+        "Face distance",
+        "Fréchet distance between Gaussians fitted to the held-out evaluator's embeddings "
+        "(`medeid/mema/face_distance.py`): MeMa's released images against half of the real patients, beside "
+        "the other half of the real patients against the same half, with as many images on each side.",
+        f["face_distance"], "**Not measured** (no `audit/face_distance.json`): its bar cannot pass without it.", body)
 
 
 def _funnel_section(f: dict) -> list[str]:

@@ -10,8 +10,7 @@ import pytest
 
 from medeid import codecs, schema, storage
 from medeid.config import MedicalConfig
-from medeid.mema.tstr import (DICE_RATIO_BAR, DISEASE_RATIO_BAR, compare, matched_config, mema_examples,
-                              train_on_mema)
+from medeid.mema.tstr import DICE_RATIO_BAR, DISEASE_RATIO_BAR, compare, matched_config, mema_examples, train_on_mema
 from medeid.pipelines.synthetic_archive import build_archive
 from medeid.synth import cohort_rows, render_row
 from medeid.synth.conditions import DISEASES, HEALTHY, PERIOCULAR_TUMOUR
