@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import ray
 
@@ -123,10 +122,8 @@ def metadata_dataset(root: str, settings: storage.S3Settings | None = None,
     by one task, and a map fused onto that read decoded every photo of the archive on one CPU (60 s of
     the demo's training pairs, 12 s of each archive read)."""
     fs, root_path = storage.filesystem(root, settings)
-    path = f"{root_path}/{METADATA}"
-    rows = pads.dataset(path, filesystem=fs, format="parquet").count_rows()  # from the footers
-    return (ray.data.read_parquet(path, filesystem=fs, columns=columns)
-            .repartition(max(1, math.ceil(rows / PHOTOS_PER_BLOCK))))
+    return (ray.data.read_parquet(f"{root_path}/{METADATA}", filesystem=fs, columns=columns)
+            .repartition(target_num_rows_per_block=PHOTOS_PER_BLOCK))
 
 
 def read_metadata(root: str, settings: storage.S3Settings | None = None) -> pa.Table:
